@@ -1,0 +1,102 @@
+"""The chat format of one registered model: which template renders it, with which special
+tokens, whether llama.cpp must add a BOS, and where generation stops.
+
+The template is, in order: the user's template file (`llm phi register --template`), the
+GGUF's own `tokenizer.chat_template`, the family's canonical Hugging Face template.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from . import families, templates
+from .errors import TemplateError
+
+# llama.cpp's defaults when a GGUF has no tokenizer.ggml.add_bos_token key (src/llama-vocab.cpp).
+_DEFAULT_ADD_BOS = {"llama": True, "gpt2": False}
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    template: str
+    template_source: str  # "file:/path", "gguf", or "family:phi-3.5"
+    bos_token: str
+    eos_token: str
+    add_bos: bool
+    stops: tuple[str, ...]  # stop strings (never printed)
+
+    def render(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+        return templates.render(
+            self.template,
+            messages,
+            add_generation_prompt=add_generation_prompt,
+            bos_token=self.bos_token,
+            eos_token=self.eos_token,
+        )
+
+    def needs_bos(self, text: str) -> bool:
+        """Add a BOS token only if the GGUF asks for one and the template did not write it."""
+        return self.add_bos and not (self.bos_token and text.startswith(self.bos_token))
+
+
+def read_template_file(path: str | Path) -> str:
+    try:
+        source = Path(path).read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise TemplateError(f"Cannot read chat template {path}: {getattr(e, 'strerror', None) or e}") from None
+    templates.compile_template(source)  # invalid Jinja fails here, with its line number
+    return source
+
+
+def _token_text(metadata: dict, key: str) -> str:
+    token_id = metadata.get(key)
+    tokens = metadata.get("tokenizer.ggml.tokens")
+    if isinstance(token_id, int) and isinstance(tokens, list) and 0 <= token_id < len(tokens):
+        return tokens[token_id]
+    return ""
+
+
+def chat_format(metadata: dict, family: families.Family, template_file: str | None = None) -> ChatFormat:
+    """Build the chat format from GGUF metadata (with tokenizer.ggml.tokens read)."""
+    if template_file:
+        template, source = read_template_file(template_file), f"file:{template_file}"
+    elif metadata.get("tokenizer.chat_template"):
+        template, source = metadata["tokenizer.chat_template"], "gguf"
+    else:
+        template, source = families.read_template(family), f"family:{family.key}"
+    vocab = metadata.get("tokenizer.ggml.model")
+    add_bos = metadata.get("tokenizer.ggml.add_bos_token", _DEFAULT_ADD_BOS.get(vocab, False))
+    return ChatFormat(
+        template=template,
+        template_source=source,
+        bos_token=_token_text(metadata, "tokenizer.ggml.bos_token_id"),
+        eos_token=_token_text(metadata, "tokenizer.ggml.eos_token_id"),
+        add_bos=bool(add_bos),
+        stops=family.stops,
+    )
+
+
+@lru_cache(maxsize=8)
+def _metadata(path: str, mtime_ns: int) -> dict:
+    from .gguf_info import read_gguf
+
+    return read_gguf(path, read_arrays={"tokenizer.ggml.tokens"}).metadata
+
+
+def gguf_metadata(path: str | Path) -> dict:
+    """GGUF metadata with the token list, cached per file version."""
+    p = Path(path)
+    return _metadata(str(p), p.stat().st_mtime_ns)
+
+
+def messages_from_llm(prompt) -> list[dict]:
+    """llm's Message objects (the whole chain for this turn) as {"role", "content"} dicts."""
+    out = []
+    for message in prompt.messages:
+        text = "".join(getattr(part, "text", "") or "" for part in message.parts)
+        if message.role not in ("system", "user", "assistant"):
+            raise TemplateError(f"Phi chat templates have no {message.role!r} turns (tools are not supported)")
+        out.append({"role": message.role, "content": text})
+    return out

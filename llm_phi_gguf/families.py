@@ -1,0 +1,185 @@
+"""The table of Phi families: every fact the other stages need about each one, in one place.
+
+Adding a family means adding one row to FAMILIES. Facts come from the models' Hugging Face
+repositories and llama.cpp (see ../shared/reference/chat-templates/families.json and
+gguf-phi.md). Nothing here does I/O except `read_template`, which reads package data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+
+# Texts that end a turn in every Phi format. llama.cpp already treats the *tokens* <|end|>,
+# <|endoftext|> and <|im_end|> as end-of-generation; the strings are a second guard for
+# GGUFs whose vocab marks them as normal text.
+_PHI3_STOPS = ("<|end|>", "<|endoftext|>", "<|user|>", "<|assistant|>", "<|system|>")
+_PHI4_STOPS = ("<|im_end|>", "<|endoftext|>", "<|im_start|>")
+
+
+@dataclass(frozen=True)
+class Detect:
+    """How to recognise a family from GGUF metadata.
+
+    Every key of `require` must match the GGUF's facts (see `gguf_facts`); when `evidence` is
+    non-empty, at least one of its strings must appear in the model name or chat template
+    (compared case-insensitively).
+    Rows are tried in table order, so more specific rows come first.
+    """
+
+    require: dict = field(default_factory=dict)
+    evidence: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Family:
+    key: str  # short name, used in aliases: phi-3.5 -> phi-3.5-q4
+    title: str  # the Hugging Face model it stands for
+    hf_architectures: tuple[str, ...]
+    gguf_arch: str  # general.architecture of its GGUF
+    tokenizer: str  # "spm" (SentencePiece, tokenizer.ggml.model=llama) or "bpe" (gpt2)
+    template: str  # file in llm_phi_gguf/chat_templates/
+    stops: tuple[str, ...]  # stop strings, never printed
+    trained_ctx: int  # context length the model was trained for
+    detect: Detect
+    supports_system: bool = True
+    note: str = ""
+
+    @property
+    def modelfile(self) -> str:
+        """Name of this family's Ollama Modelfile in modelfiles/."""
+        return f"{self.key}.Modelfile"
+
+
+_PHI3 = ("Phi3ForCausalLM",)
+_PHI3_SPM = {"arch": "phi3", "vocab": "llama"}
+_PHI3_BPE = {"arch": "phi3", "vocab": "gpt2"}
+
+FAMILIES: tuple[Family, ...] = (
+    Family(
+        "phi-3.5-moe", "microsoft/Phi-3.5-MoE-instruct", ("PhiMoEForCausalLM", "PhimoeForCausalLM"),
+        "phimoe", "spm", "Phi-3.5-mini-instruct.jinja", _PHI3_STOPS, 131072,
+        Detect({"arch": "phimoe"}),
+        note="no hub template found; uses Phi-3.5-mini's, which its model card shows",
+    ),
+    Family(
+        "phi-2", "microsoft/phi-2", ("PhiForCausalLM",), "phi2", "bpe", "phi-2.jinja",
+        ("<|endoftext|>", "\nInstruct:", "\nUser:"), 2048, Detect({"arch": "phi2"}),
+        note="base model without a chat template; uses its model card's Instruct:/Output: format",
+    ),
+    Family(
+        "phi-4-mini-reasoning", "microsoft/Phi-4-mini-reasoning", _PHI3, "phi3", "bpe",
+        "Phi-4-mini-reasoning.jinja", _PHI3_STOPS, 131072,
+        Detect(_PHI3_BPE, ("AI math expert", "mini-reasoning", "mini reasoning")),
+    ),
+    Family(
+        "phi-4-mini", "microsoft/Phi-4-mini-instruct", _PHI3, "phi3", "bpe",
+        "Phi-4-mini-instruct.jinja", _PHI3_STOPS, 131072,
+        Detect(_PHI3_BPE, ("<|assistant|>", "phi-4-mini", "phi 4 mini")),
+    ),
+    Family(
+        "phi-4-reasoning-plus", "microsoft/Phi-4-reasoning-plus", _PHI3, "phi3", "bpe",
+        "Phi-4-reasoning-plus.jinja", _PHI3_STOPS + _PHI4_STOPS, 32768,
+        Detect(_PHI3_BPE, ("reasoning-plus", "reasoning plus")),
+        supports_system=False,
+    ),
+    Family(
+        "phi-4-reasoning", "microsoft/Phi-4-reasoning", _PHI3, "phi3", "bpe",
+        "Phi-4-reasoning.jinja", _PHI4_STOPS, 32768,
+        Detect(_PHI3_BPE, ("Thought section", "reasoning")),
+        supports_system=False,
+    ),
+    Family(
+        "phi-4", "microsoft/phi-4", _PHI3, "phi3", "bpe", "phi-4-rev2.jinja", _PHI4_STOPS, 16384,
+        Detect(_PHI3_BPE),
+    ),
+    Family(
+        "phi-3-medium-128k", "microsoft/Phi-3-medium-128k-instruct", _PHI3, "phi3", "spm",
+        "Phi-3-medium-4k-instruct.jinja", _PHI3_STOPS, 131072,
+        Detect({**_PHI3_SPM, "n_embd": 5120, "n_ctx": 131072}),
+        supports_system=False,
+        note="no hub template found; uses the 4k medium one",
+    ),
+    Family(
+        "phi-3-medium", "microsoft/Phi-3-medium-4k-instruct", _PHI3, "phi3", "spm",
+        "Phi-3-medium-4k-instruct.jinja", _PHI3_STOPS, 4096,
+        Detect({**_PHI3_SPM, "n_embd": 5120}),
+        supports_system=False,
+    ),
+    Family(
+        "phi-3.5", "microsoft/Phi-3.5-mini-instruct", _PHI3, "phi3", "spm",
+        "Phi-3.5-mini-instruct.jinja", _PHI3_STOPS, 131072,
+        Detect(_PHI3_SPM, ("message['role'] == 'system' and message['content']", "3.5")),
+    ),
+    Family(
+        "phi-3-128k", "microsoft/Phi-3-mini-128k-instruct", _PHI3, "phi3", "spm",
+        "Phi-3-mini-128k-instruct-rev2.jinja", _PHI3_STOPS, 131072,
+        Detect({**_PHI3_SPM, "n_ctx": 131072}),
+    ),
+    Family(
+        "phi-3", "microsoft/Phi-3-mini-4k-instruct", _PHI3, "phi3", "spm",
+        "Phi-3-mini-4k-instruct-rev2.jinja", _PHI3_STOPS, 4096, Detect(_PHI3_SPM),
+    ),
+)
+
+BY_KEY = {f.key: f for f in FAMILIES}
+
+# Architectures the converter cannot handle, with the reason users see.
+UNSUPPORTED_ARCHITECTURES = {
+    "Phi3SmallForCausalLM": "Phi-3-small has no llama.cpp architecture",
+    "Phi3VForCausalLM": "Phi-3/3.5-vision is not supported by llama.cpp",
+    "Phi4MMForCausalLM": "Phi-4-multimodal is not supported by llama.cpp",
+    "Phi4FlashForCausalLM": "Phi-4-mini-flash-reasoning is not supported by llama.cpp",
+}
+
+# Default context we load with when neither the user nor the registry says otherwise: large
+# enough for real chats, small enough that a 128k model does not allocate ~48 GiB of KV cache.
+DEFAULT_N_CTX = 4096
+
+
+def get_family(key: str) -> Family:
+    try:
+        return BY_KEY[key]
+    except KeyError:
+        from .errors import PhiError
+
+        raise PhiError(f"Unknown family {key!r} (known: {', '.join(BY_KEY)})") from None
+
+
+def gguf_facts(metadata: dict) -> dict:
+    """The few GGUF metadata values family detection looks at, under short names."""
+    arch = metadata.get("general.architecture")
+    return {
+        "arch": arch,
+        "vocab": metadata.get("tokenizer.ggml.model"),
+        "pre": metadata.get("tokenizer.ggml.pre"),
+        "n_embd": metadata.get(f"{arch}.embedding_length"),
+        "n_ctx": metadata.get(f"{arch}.context_length"),
+        "text": " ".join(
+            str(metadata.get(k) or "")
+            for k in ("general.name", "general.basename", "general.finetune", "tokenizer.chat_template")
+        ).lower(),
+    }
+
+
+def detect_family(metadata: dict) -> Family | None:
+    """The first family whose detection rule matches this GGUF's metadata, or None."""
+    facts = gguf_facts(metadata)
+    for family in FAMILIES:
+        rule = family.detect
+        if any(facts.get(k) != v for k, v in rule.require.items()):
+            continue
+        if rule.evidence and not any(e.lower() in facts["text"] for e in rule.evidence):
+            continue
+        return family
+    return None
+
+
+def family_for_architecture(hf_architecture: str) -> Family | None:
+    """The first family built on a Hugging Face architecture (for the converter's messages)."""
+    return next((f for f in FAMILIES if hf_architecture in f.hf_architectures), None)
+
+
+def read_template(family: Family) -> str:
+    """The family's canonical chat template (Hugging Face Jinja), byte-exact."""
+    return resources.files("llm_phi_gguf.chat_templates").joinpath(family.template).read_text("utf-8")

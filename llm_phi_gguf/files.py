@@ -1,0 +1,84 @@
+"""Safe output files: write to a temporary file in the target folder, rename at the end.
+
+Every command that writes a large file goes through `atomic_output`, so an error, Ctrl-C or a
+crash never leaves a half-written file at the final path, and nothing is overwritten without
+--force.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from .errors import DiskSpaceError, OutputExistsError, PhiError
+
+# Temporary outputs are named like this, in the target folder, so a crash leaves at worst a
+# clearly named leftover (never a file at the final path) and `rename` stays on one file system.
+TEMP_PREFIX = "."
+TEMP_SUFFIX = ".partial"
+
+
+def check_output_path(out: Path, force: bool, inputs: tuple[Path, ...] = ()) -> Path:
+    """Refuse an output that exists (without force) or that is one of the inputs."""
+    out = Path(out).expanduser().absolute()
+    for src in inputs:
+        try:
+            if Path(src).exists() and out.exists() and os.path.samefile(out, src):
+                raise PhiError(f"Output {out} is the same file as the input {src}")
+        except OSError:
+            pass
+        if Path(src).expanduser().absolute() == out:
+            raise PhiError(f"Output {out} is the same file as the input {src}")
+    if out.is_dir():
+        raise PhiError(f"Output {out} is a directory")
+    if out.exists() and not force:
+        raise OutputExistsError(f"{out} already exists", hint="use --force to overwrite it")
+    if not out.parent.is_dir():
+        raise PhiError(f"Output folder {out.parent} does not exist")
+    return out
+
+
+def check_free_space(folder: Path, needed_bytes: int, what: str = "the output") -> None:
+    """Fail before writing when the target file system cannot hold `needed_bytes`."""
+    free = shutil.disk_usage(folder).free
+    if needed_bytes > free:
+        raise DiskSpaceError(
+            f"Not enough disk space in {folder} for {what}: need {_gib(needed_bytes)}, "
+            f"{_gib(free)} free"
+        )
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+@contextlib.contextmanager
+def atomic_output(out: Path, force: bool = False) -> Iterator[Path]:
+    """Yield a temporary path next to `out`; on success rename it to `out`, else delete it.
+
+    KeyboardInterrupt and any exception delete the temporary file and propagate.
+    """
+    out = Path(out)
+    if out.exists() and not force:
+        raise OutputExistsError(f"{out} already exists", hint="use --force to overwrite it")
+    fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX + out.name + ".", suffix=TEMP_SUFFIX, dir=out.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get normal permissions
+    try:
+        yield tmp
+        os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise

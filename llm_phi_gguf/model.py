@@ -1,0 +1,288 @@
+"""The llm models: messages -> the model's own chat prompt -> tokens -> streamed text -> usage."""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import json
+import sys
+import threading
+from dataclasses import dataclass, field
+from typing import Iterator, Optional, Union
+
+import llm
+from pydantic import Field, field_validator
+
+from . import chat, families, store
+from .errors import PhiError
+
+
+class PhiOptions(llm.Options):
+    max_tokens: Optional[int] = Field(
+        None, description="Most tokens to generate (default: until the model ends its turn or the context is full)", ge=1
+    )
+    temperature: Optional[float] = Field(None, description="Sampling temperature; 0 = greedy (default 0.8)", ge=0)
+    top_p: Optional[float] = Field(None, description="Nucleus sampling probability mass (default 0.95)", gt=0, le=1)
+    top_k: Optional[int] = Field(None, description="Sample from the k most likely tokens; 0 = all (default 40)", ge=0)
+    min_p: Optional[float] = Field(None, description="Drop tokens below min_p x the top probability (default 0.05)", ge=0, le=1)
+    repeat_penalty: Optional[float] = Field(None, description="Penalty for repeated tokens; 1.0 = off (default 1.0)", gt=0)
+    seed: Optional[int] = Field(None, description="Random seed for sampling, for repeatable output")
+    stop: Optional[Union[str, list[str]]] = Field(
+        None, description="Extra stop string(s); the model's own end tokens always stop it"
+    )
+    gpu_layers: Optional[int] = Field(
+        None, description="Layers to offload to the GPU (-1 = all, 0 = CPU only; needs a CUDA/Metal build)", ge=-1
+    )
+    n_ctx: Optional[int] = Field(None, description="Context window in tokens (default: registry value, else 4096)", ge=16)
+    n_threads: Optional[int] = Field(None, description="CPU threads (default: llama.cpp's choice)", ge=1)
+    n_batch: Optional[int] = Field(None, description="Prompt tokens evaluated per batch (default 512)", ge=1)
+    flash_attn: Optional[bool] = Field(None, description="Use flash attention (default off)")
+    extra_bufts: Optional[bool] = Field(
+        None,
+        description="Use llama.cpp's extra CPU buffer types (AMX, repacking); default: decided per machine by a probe, off where quantized models crash",
+    )
+
+    @field_validator("stop")
+    @classmethod
+    def _stops_as_list(cls, value):
+        if value is None:
+            return None
+        return [value] if isinstance(value, str) else list(value)
+
+
+SAMPLING_DEFAULTS = {"temperature": 0.8, "top_p": 0.95, "top_k": 40, "min_p": 0.05, "repeat_penalty": 1.0}
+
+
+@dataclass
+class Usage:
+    input: int = 0
+    output: int = 0
+    cached: int = 0  # prompt tokens reused from the KV cache of the previous turn
+
+    def record(self, response) -> None:
+        response.set_usage(input=self.input, output=self.output, details={"cached_tokens": self.cached} if self.cached else None)
+
+
+@dataclass
+class Generation:
+    """One turn's generation settings, resolved from options + registry entry."""
+
+    max_tokens: Optional[int]
+    sampling: dict
+    stop_strings: tuple[str, ...]
+    grammar_schema: Optional[dict] = None
+    seed: Optional[int] = None
+    strip_first_space: bool = False  # SentencePiece pieces start with "▁": the answer should not
+    usage: Usage = field(default_factory=Usage)
+
+
+class StopScanner:
+    """Streams text while holding back anything that could be the start of a stop string."""
+
+    def __init__(self, stops: tuple[str, ...]):
+        self.stops = tuple(s for s in stops if s)
+        self.pending = ""
+        self.stopped = False
+
+    def feed(self, text: str) -> str:
+        self.pending += text
+        cut = min((i for i in (self.pending.find(s) for s in self.stops) if i >= 0), default=-1)
+        if cut >= 0:
+            out, self.pending, self.stopped = self.pending[:cut], "", True
+            return out
+        hold = max((k for s in self.stops for k in range(1, len(s)) if self.pending.endswith(s[:k])), default=0)
+        out = self.pending[: len(self.pending) - hold]
+        self.pending = self.pending[len(out):]
+        return out
+
+    def flush(self) -> str:
+        out, self.pending = self.pending, ""
+        return out
+
+
+def stop_token_ids(llama, stops: tuple[str, ...]) -> set[int]:
+    """End-of-generation ids: the GGUF's eos plus every stop string that is one token."""
+    ids = {llama.token_eos()}
+    for text in stops:
+        tokens = llama.tokenize(text.encode(), add_bos=False, special=True)
+        if len(tokens) == 1:
+            ids.add(tokens[0])
+    return ids
+
+
+def token_bytes(llama, token: int, _buf_size: int = 64) -> bytes:
+    """A token's text without special tokens (llama-cpp-python's own helper asserts on pieces
+    longer than 32 bytes, which Phi-4's whitespace tokens are)."""
+    import ctypes
+
+    import llama_cpp
+
+    vocab = llama._model.vocab
+    buf = ctypes.create_string_buffer(_buf_size)
+    n = llama_cpp.llama_token_to_piece(vocab, token, buf, _buf_size, 0, False)
+    if n < 0:
+        buf = ctypes.create_string_buffer(-n)
+        n = llama_cpp.llama_token_to_piece(vocab, token, buf, -n, 0, False)
+    return buf.raw[:n]
+
+
+def generate(llama, prompt_tokens: list[int], gen: Generation) -> Iterator[str]:
+    """Stream text for `prompt_tokens`, never yielding end tokens or stop strings."""
+    import llama_cpp
+
+    n_ctx = llama.n_ctx()
+    if len(prompt_tokens) >= n_ctx:
+        raise PhiError(f"The prompt is {len(prompt_tokens)} tokens, the context holds {n_ctx}", hint="raise -o n_ctx")
+    gen.usage.input = len(prompt_tokens)
+    gen.usage.cached = _common_prefix(llama, prompt_tokens)
+    if gen.seed is not None:
+        llama.set_seed(gen.seed)
+    grammar = None
+    if gen.grammar_schema is not None:
+        grammar = llama_cpp.LlamaGrammar.from_json_schema(json.dumps(gen.grammar_schema), verbose=False)
+    stop_ids = stop_token_ids(llama, gen.stop_strings)
+    vocab = llama._model.vocab
+    limit = min(gen.max_tokens or n_ctx, n_ctx - len(prompt_tokens))
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    scanner = StopScanner(gen.stop_strings)
+    for token in llama.generate(prompt_tokens, grammar=grammar, **gen.sampling):
+        if token in stop_ids or llama_cpp.llama_vocab_is_eog(vocab, token):
+            break
+        gen.usage.output += 1
+        piece = token_bytes(llama, token)
+        if gen.strip_first_space and gen.usage.output == 1 and piece.startswith(b" "):
+            piece = piece[1:]
+        text = scanner.feed(decoder.decode(piece))
+        if text:
+            yield text
+        if scanner.stopped or gen.usage.output >= limit:
+            break
+    if not scanner.stopped:
+        tail = scanner.feed(decoder.decode(b"", final=True)) + scanner.flush()
+        if tail:
+            yield tail
+
+
+def _common_prefix(llama, tokens: list[int]) -> int:
+    n = 0
+    for a, b in zip(llama._input_ids[: llama.n_tokens], tokens):
+        if a != b:
+            break
+        n += 1
+    return n
+
+
+class _PhiBase:
+    can_stream = True
+    supports_schema = True
+    Options = PhiOptions
+
+    def __init__(self, entry: store.ModelEntry):
+        self.entry = entry
+        self.model_id = store.model_id(entry.alias)
+
+    def __str__(self) -> str:
+        return f"Phi GGUF: {self.model_id}"
+
+    def load_options(self, options: PhiOptions):
+        from .runtime import LoadOptions
+
+        e = self.entry
+        return LoadOptions(
+            n_ctx=options.n_ctx or e.n_ctx or families.DEFAULT_N_CTX,
+            gpu_layers=options.gpu_layers if options.gpu_layers is not None else (e.gpu_layers or 0),
+            n_threads=options.n_threads,
+            n_batch=options.n_batch or 512,
+            flash_attn=bool(options.flash_attn),
+            extra_bufts=options.extra_bufts,
+        )
+
+    def prepare(self, prompt):
+        """Load the model and turn llm's messages into prompt tokens + generation settings."""
+        from .runtime import CACHE
+
+        path = self.entry.path
+        metadata = chat.gguf_metadata(path)
+        family = families.get_family(self.entry.family)
+        fmt = chat.chat_format(metadata, family, self.entry.template)
+        text = fmt.render(chat.messages_from_llm(prompt))
+        load = self.load_options(prompt.options)
+        warn_context(metadata, load.n_ctx)
+        llama = CACHE.get(path, load)
+        tokens = llama.tokenize(text.encode("utf-8"), add_bos=fmt.needs_bos(text), special=True)
+        o = prompt.options
+        sampling = {k: getattr(o, k) if getattr(o, k) is not None else v for k, v in SAMPLING_DEFAULTS.items()}
+        sampling["temp"] = sampling.pop("temperature")
+        gen = Generation(
+            max_tokens=o.max_tokens,
+            sampling=sampling,
+            stop_strings=fmt.stops + tuple(o.stop or ()),
+            grammar_schema=prompt.schema,
+            seed=o.seed,
+            strip_first_space=metadata.get("tokenizer.ggml.model") == "llama",
+        )
+        return llama, tokens, gen
+
+
+def warn_context(metadata: dict, n_ctx: int) -> None:
+    """Warn when n_ctx goes beyond what the model was trained for, naming the RoPE regime."""
+    arch = metadata.get("general.architecture")
+    trained = metadata.get(f"{arch}.context_length")
+    if not isinstance(trained, int) or n_ctx <= trained:
+        return
+    original = metadata.get(f"{arch}.rope.scaling.original_context_length")
+    if isinstance(original, int) and original < trained:
+        regime = f"LongRoPE long factors, which cover up to {trained}; beyond that positions are extrapolated"
+    else:
+        regime = "plain RoPE: positions beyond the trained length are extrapolated"
+    print(
+        f"Warning: n_ctx {n_ctx} is larger than the model's trained context {trained} ({regime}); output may degrade",
+        file=sys.stderr,
+    )
+
+
+class PhiModel(_PhiBase, llm.Model):
+    def execute(self, prompt, stream, response, conversation):
+        llama, tokens, gen = self.prepare(prompt)
+        try:
+            yield from generate(llama, tokens, gen)
+        finally:
+            gen.usage.record(response)
+
+
+_END = object()
+
+
+class PhiAsyncModel(_PhiBase, llm.AsyncModel):
+    async def execute(self, prompt, stream, response, conversation):
+        """Run the blocking llama.cpp generation in a thread and relay its chunks."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        cancel = threading.Event()
+
+        def produce():
+            try:
+                llama, tokens, gen = self.prepare(prompt)
+                try:
+                    for chunk in generate(llama, tokens, gen):
+                        if cancel.is_set():
+                            break
+                        loop.call_soon_threadsafe(queue.put_nowait, chunk)
+                finally:
+                    gen.usage.record(response)
+                loop.call_soon_threadsafe(queue.put_nowait, _END)
+            except BaseException as e:  # hand the error to the event loop side
+                loop.call_soon_threadsafe(queue.put_nowait, e)
+
+        worker = loop.run_in_executor(None, produce)
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            cancel.set()
+            await worker
