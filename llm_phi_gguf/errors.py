@@ -3,8 +3,11 @@ a hint for the next step); the CLI turns them into click.ClickException so users
 traceback."""
 
 
-class PhiError(Exception):
-    """Base class: the message is complete and fit to show a user as one line."""
+class PhiError(ValueError):
+    """Base class: the message is complete and fit to show a user as one line.
+
+    A ValueError, because llm's CLI shows ValueErrors raised by a model as one line.
+    """
 
     def __init__(self, message: str, hint: str | None = None):
         self.hint = hint

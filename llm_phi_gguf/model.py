@@ -184,12 +184,12 @@ class _PhiBase:
     def __str__(self) -> str:
         return f"Phi GGUF: {self.model_id}"
 
-    def load_options(self, options: PhiOptions):
+    def load_options(self, options: PhiOptions, metadata: dict):
         from .runtime import LoadOptions
 
         e = self.entry
         return LoadOptions(
-            n_ctx=options.n_ctx or e.n_ctx or families.DEFAULT_N_CTX,
+            n_ctx=options.n_ctx or e.n_ctx or default_n_ctx(metadata),
             gpu_layers=options.gpu_layers if options.gpu_layers is not None else (e.gpu_layers or 0),
             n_threads=options.n_threads,
             n_batch=options.n_batch or 512,
@@ -206,7 +206,7 @@ class _PhiBase:
         family = families.get_family(self.entry.family)
         fmt = chat.chat_format(metadata, family, self.entry.template)
         text = fmt.render(chat.messages_from_llm(prompt))
-        load = self.load_options(prompt.options)
+        load = self.load_options(prompt.options, metadata)
         warn_context(metadata, load.n_ctx)
         llama = CACHE.get(path, load)
         tokens = llama.tokenize(text.encode("utf-8"), add_bos=fmt.needs_bos(text), special=True)
@@ -222,6 +222,12 @@ class _PhiBase:
             strip_first_space=metadata.get("tokenizer.ggml.model") == "llama",
         )
         return llama, tokens, gen
+
+
+def default_n_ctx(metadata: dict) -> int:
+    """families.DEFAULT_N_CTX, or the trained context when that is smaller."""
+    trained = metadata.get(f"{metadata.get('general.architecture')}.context_length")
+    return min(families.DEFAULT_N_CTX, trained) if isinstance(trained, int) and trained > 0 else families.DEFAULT_N_CTX
 
 
 def warn_context(metadata: dict, n_ctx: int) -> None:

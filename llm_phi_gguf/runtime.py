@@ -10,6 +10,7 @@ llama-cpp-python version and CPU flags, and let users force it either way.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import json
@@ -203,6 +204,9 @@ class ModelCache:
 
 
 CACHE = ModelCache()
+# Close models before interpreter teardown, when llama-cpp-python's own finalizers would run
+# against half-unloaded modules and print "Exception ignored" noise.
+atexit.register(CACHE.clear)
 
 
 def gpu_offload_supported() -> bool:

@@ -19,8 +19,9 @@ import llm_phi_gguf
 TESTS = Path(__file__).parent
 sys.path.insert(0, str(TESTS))
 
-# Under pytest llm loads no entry points: register the plugin before anything imports llm.cli,
-# whose import runs register_commands.
+# llm loads no entry points when it sees sys._called_from_test (its own tests set it): register
+# the plugin ourselves, before anything imports llm.cli, whose import runs register_commands.
+sys._called_from_test = True
 if not llm.plugins.pm.is_registered(llm_phi_gguf):
     llm.plugins.pm.register(llm_phi_gguf, name="llm-phi-gguf")
 

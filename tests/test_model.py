@@ -1,0 +1,164 @@
+"""The llm model: prompts equal the HF template rendering, tokens equal the HF tokenizer's,
+generation streams through `llm`, stops cleanly, logs usage, continues conversations with the
+KV cache, honours schemas, and runs async."""
+
+import asyncio
+import json
+import subprocess
+import sys
+
+import llm
+import pytest
+
+from llm_phi_gguf import store
+from llm_phi_gguf.model import StopScanner
+
+KINDS = ["phi-3-128k", "phi-4", "phi-4-mini"]
+CONVO = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": "Can you introduce .NET"},
+    {"role": "assistant", "content": "It is a developer platform.\nBy Microsoft."},
+    {"role": "user", "content": "Und auf Deutsch? 🚀  two  spaces"},
+]
+
+
+@pytest.fixture
+def registered(converted):
+    def get(kind: str, outtype: str = "f16") -> str:
+        entry = store.register_file(converted(kind, outtype), alias=f"t-{kind}", force=True)
+        return entry.alias
+
+    return get
+
+
+def hf_tokenizer(checkpoint, kind):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(checkpoint(kind)))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_render_equals_transformers(kind, registered, checkpoint, llm_cli, tmp_path):
+    alias = registered(kind)
+    expected = hf_tokenizer(checkpoint, kind).apply_chat_template(CONVO, tokenize=False, add_generation_prompt=True)
+    messages = tmp_path / "m.json"
+    messages.write_text(json.dumps(CONVO))
+    r = llm_cli("phi", "render", alias, "--messages", messages)
+    assert r.exit_code == 0, r.output
+    assert r.output == expected
+
+
+@pytest.mark.parametrize("kind", ["phi-4", "phi-4-mini"])
+def test_prompt_tokens_equal_transformers(kind, registered, checkpoint):
+    """What llama.cpp is fed equals what transformers would feed the model (no double BOS)."""
+    alias = registered(kind)
+    model = llm.get_model(alias)
+    expected = hf_tokenizer(checkpoint, kind).apply_chat_template(CONVO, tokenize=True, add_generation_prompt=True)
+    expected = list(expected["input_ids"] if hasattr(expected, "keys") else expected)
+    prompt = llm.Prompt(None, model=model, options=model.Options(), messages=_messages(CONVO))
+    _, tokens, _ = model.prepare(prompt)
+    assert tokens == expected
+
+
+def _messages(convo):
+    from llm.parts import Message, TextPart
+
+    return [Message(role=m["role"], parts=[TextPart(text=m["content"])]) for m in convo]
+
+
+def test_generate_through_llm_cli_and_log_usage(registered, llm_cli):
+    alias = registered("phi-3-128k")
+    r = llm_cli("-m", alias, "Can you introduce .NET", "-o", "max_tokens", "7", "-o", "temperature", "0")
+    assert r.exit_code == 0, r.output
+    assert "<|" not in r.output
+    logged = json.loads(llm_cli("logs", "-n", "1", "--json").output)[0]
+    assert logged["model"] == store.model_id(alias)
+    assert logged["input_tokens"] > 5 and 1 <= logged["output_tokens"] <= 7
+
+
+def test_greedy_is_repeatable_and_stop_strings_cut(registered):
+    model = llm.get_model(registered("phi-4"))
+    first = model.prompt("Hello there", temperature=0, max_tokens=24).text()
+    assert model.prompt("Hello there", temperature=0, max_tokens=24).text() == first
+    assert len(first) > 4
+    stop = first[len(first) // 2 : len(first) // 2 + 2]
+    cut = model.prompt("Hello there", temperature=0, max_tokens=24, stop=stop).text()
+    assert cut == first[: first.index(stop)]
+
+
+def test_conversation_reuses_kv_cache(registered):
+    model = llm.get_model(registered("phi-3-128k"))
+    conversation = model.conversation()
+    r1 = conversation.prompt("Can you introduce .NET", temperature=0, max_tokens=8)
+    r1.text()
+    r2 = conversation.prompt("And GGUF?", temperature=0, max_tokens=8)
+    r2.text()
+    assert r2.input_tokens > r1.input_tokens + r1.output_tokens
+    # the whole first turn's prompt was already in the KV cache
+    assert r2.token_details["cached_tokens"] >= r1.input_tokens
+
+
+def test_schema_output_is_valid_json(registered):
+    model = llm.get_model(registered("phi-4-mini"))
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}, "n": {"type": "integer"}}, "required": ["ok", "n"]}
+    text = model.prompt("Answer in JSON", schema=schema, temperature=0, max_tokens=48).text()
+    data = json.loads(text)
+    assert isinstance(data["ok"], bool) and isinstance(data["n"], int)
+
+
+def test_async_model_matches_sync(registered):
+    alias = registered("phi-4-mini")
+    sync = llm.get_model(alias).prompt("Hi", temperature=0, max_tokens=10).text()
+
+    async def run():
+        response = llm.get_async_model(alias).prompt("Hi", temperature=0, max_tokens=10)
+        return "".join([chunk async for chunk in response])
+
+    assert asyncio.run(run()) == sync
+
+
+def test_context_warning_names_rope_regime(registered, capsys):
+    model = llm.get_model(registered("phi-3-128k"))
+    model.prompt("Hi", temperature=0, max_tokens=2, n_ctx=2048).text()
+    err = capsys.readouterr().err
+    assert "larger than the model's trained context 1024" in err and "LongRoPE" in err
+
+
+def test_prompt_longer_than_context_is_one_line(registered, llm_cli):
+    alias = registered("phi-4")
+    r = llm_cli("-m", alias, "word " * 200, "-o", "n_ctx", "64")
+    assert r.exit_code == 1
+    assert "tokens, the context holds" in r.output and r.output.count("\n") == 1
+
+
+def test_unknown_option_refused(registered, llm_cli):
+    r = llm_cli("-m", registered("phi-4"), "hi", "-o", "gpu_layer", "1")
+    assert r.exit_code != 0
+
+
+@pytest.mark.parametrize(
+    "chunks,stops,expected",
+    [
+        (["Hel", "lo<|e", "nd|>more"], ("<|end|>",), "Hello"),
+        (["a<", "b"], ("<|end|>",), "a<b"),
+        (["x\nIns", "truct: y"], ("\nInstruct:",), "x"),
+        (["plain"], (), "plain"),
+    ],
+)
+def test_stop_scanner_never_leaks_stop_text(chunks, stops, expected):
+    scanner = StopScanner(stops)
+    out = "".join(scanner.feed(c) for c in chunks if not scanner.stopped)
+    if not scanner.stopped:
+        out += scanner.flush()
+    assert out == expected
+
+
+def test_import_is_cheap():
+    """llm imports every plugin on every command: ours must not pull heavy modules."""
+    code = (
+        "import sys, llm; before = set(sys.modules); import llm_phi_gguf; "
+        "heavy = {'llama_cpp', 'numpy', 'torch', 'transformers', 'huggingface_hub', 'gguf', 'httpx', 'jinja2'}; "
+        "print(sorted(m for m in set(sys.modules) - before if m.split('.')[0] in heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
