@@ -1,0 +1,145 @@
+"""Bad input: one clear ConversionError/PhiError line, and nothing left behind in the output folder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+
+import pytest
+
+from llm_phi_gguf import convert as convert_mod
+from llm_phi_gguf.convert import convert_checkpoint
+from llm_phi_gguf.errors import ConversionError, DiskSpaceError, OutputExistsError, PhiError
+
+
+@pytest.fixture
+def src(checkpoint, tmp_path):
+    """A private copy of the tiny phi-3 checkpoint, free to damage."""
+    dst = tmp_path / "src"
+    shutil.copytree(checkpoint("phi-3-mini-4k"), dst)
+    return dst
+
+
+def edit_json(path, **changes):
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.write_text(json.dumps(data))
+
+
+def fails(src, out, match, exc=ConversionError, **kw):
+    existed = out.exists()
+    with pytest.raises(exc, match=match) as info:
+        convert_checkpoint(src, out, progress=False, **kw)
+    assert "\n" not in str(info.value)
+    assert out.exists() == existed and not list(out.parent.glob(".*.partial"))
+    return info.value
+
+
+def test_missing_config(src, tmp_path):
+    (src / "config.json").unlink()
+    fails(src, tmp_path / "o.gguf", "No config.json")
+
+
+@pytest.mark.parametrize("arch", ["Phi3SmallForCausalLM", "Phi3VForCausalLM", "Phi4MMForCausalLM",
+                                  "Phi4FlashForCausalLM", "LlamaForCausalLM"])
+def test_unsupported_architecture_names_it_and_the_supported_list(arch, src, tmp_path):
+    edit_json(src / "config.json", architectures=[arch])
+    err = fails(src, tmp_path / "o.gguf", arch)
+    assert "PhiForCausalLM" in str(err) and "PhimoeForCausalLM" in str(err)
+
+
+def test_missing_weights(src, tmp_path):
+    (src / "model.safetensors").unlink()
+    fails(src, tmp_path / "o.gguf", "No \\*.safetensors|No .*safetensors")
+
+
+def test_pickle_weights_refused(src, tmp_path):
+    (src / "model.safetensors").rename(src / "pytorch_model.bin")
+    fails(src, tmp_path / "o.gguf", "pickle")
+
+
+def test_index_naming_missing_shard(checkpoint, tmp_path):
+    dst = tmp_path / "src"
+    shutil.copytree(checkpoint("phi-3-mini-4k", max_shard_size="300KB"), dst)
+    shard = sorted(dst.glob("model-*.safetensors"))[-1]
+    shard.unlink()
+    fails(dst, tmp_path / "o.gguf", f"shard {shard.name}")
+
+
+def test_truncated_safetensors(src, tmp_path):
+    path = src / "model.safetensors"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    fails(src, tmp_path / "o.gguf", "truncated")
+
+
+@pytest.mark.parametrize("header", [b"\xff" * 8, struct.pack("<Q", 20) + b"{not json at all!!!}"])
+def test_corrupt_safetensors_header(header, src, tmp_path):
+    path = src / "model.safetensors"
+    path.write_bytes(header + path.read_bytes()[8:])
+    fails(src, tmp_path / "o.gguf", "corrupt safetensors header")
+
+
+def test_shapes_disagree_with_config(src, tmp_path):
+    edit_json(src / "config.json", intermediate_size=640)
+    fails(src, tmp_path / "o.gguf", "has shape .* config.json implies")
+
+
+def test_unknown_tokenizer(src, tmp_path):
+    (src / "tokenizer.model").unlink()
+    fails(src, tmp_path / "o.gguf", "Unknown tokenizer")
+
+
+def test_unknown_bpe_pre_tokenizer(checkpoint, tmp_path):
+    dst = tmp_path / "src"
+    shutil.copytree(checkpoint("phi-4"), dst)
+    tj = json.loads((dst / "tokenizer.json").read_text())
+    tj["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "\\s+"
+    (dst / "tokenizer.json").write_text(json.dumps(tj))
+    fails(dst, tmp_path / "o.gguf", "Unknown tokenizer")
+
+
+def test_vocab_larger_than_embedding(src, tmp_path):
+    tj = json.loads((src / "tokenizer.json").read_text())
+    tj["added_tokens"].append({**tj["added_tokens"][-1], "id": 9999, "content": "<|extra|>"})
+    (src / "tokenizer.json").write_text(json.dumps(tj))
+    fails(src, tmp_path / "o.gguf", "beyond the model's vocab_size")
+
+
+def test_not_enough_disk_space(src, tmp_path, monkeypatch):
+    import shutil as sh
+
+    usage = sh.disk_usage(tmp_path)
+    monkeypatch.setattr(sh, "disk_usage", lambda p: usage._replace(free=1000))
+    fails(src, tmp_path / "o.gguf", "Not enough disk space", exc=DiskSpaceError)
+    assert list(tmp_path.glob("*.gguf*")) == [] and list(tmp_path.glob(".*partial")) == []
+
+
+def test_output_exists_needs_force(src, tmp_path):
+    out = tmp_path / "o.gguf"
+    out.write_bytes(b"keep me")
+    fails(src, out, "already exists", exc=OutputExistsError)
+    assert out.read_bytes() == b"keep me"
+    assert convert_checkpoint(src, out, force=True, progress=False) == out
+    assert out.read_bytes()[:4] == b"GGUF"
+
+
+def test_output_equal_to_input(src, tmp_path):
+    with pytest.raises(PhiError, match="same file"):
+        convert_checkpoint(src, src / "model.safetensors", force=True, progress=False)
+    assert (src / "model.safetensors").read_bytes()[:8] != b"GGUF\x03\x00\x00\x00"
+
+
+def test_error_while_writing_leaves_no_partial_file(src, tmp_path, monkeypatch):
+    def boom(t):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(convert_mod, "chunks", boom)
+    with pytest.raises(KeyboardInterrupt):
+        convert_checkpoint(src, tmp_path / "o.gguf", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def test_unknown_outtype(src, tmp_path):
+    fails(src, tmp_path / "o.gguf", "Unknown outtype", outtype="q4_k")
