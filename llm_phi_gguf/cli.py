@@ -234,9 +234,6 @@ from .quantize_commands import register_quantize_commands  # noqa: E402
 
 register_quantize_commands(phi, quantize)
 
-try:
-    from .ollama_commands import ollama  # noqa: E402
+from .ollama_commands import ollama  # noqa: E402
 
-    phi.add_command(ollama)
-except ImportError:  # pragma: no cover - during development of the exporter
-    pass
+phi.add_command(ollama)

@@ -1,0 +1,121 @@
+"""Benchmark `llm phi ollama push` against the fake Ollama server (tests/fakes), in one run:
+
+- sha256 pass: our `sha256_file` vs a plain read of the same file (disk/page-cache speed);
+- upload: our `upload_blob` vs a plain `httpx.post(content=<file object>)` of the same file
+  to the same server (best of --repeat runs each, alternating), and one full `push`;
+- second push: bytes the server received (must be 0).
+
+The server runs in its own process so it does not share our GIL. Usage:
+    python benchmarks/ollama_push.py --size-mb 1024 [--dir /tmp] [--repeat 2]
+Target (issue 6): upload throughput >= 0.9x the plain httpx upload; second push sends 0 bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+import httpx  # noqa: E402
+
+from fixtures.gguf_builders import write_phi3  # noqa: E402
+from llm_phi_gguf import ollama  # noqa: E402
+
+
+def make_gguf(path: Path, size: int) -> Path:
+    """A valid tiny phi3 GGUF padded with incompressible bytes to `size`."""
+    write_phi3(path)
+    block = os.urandom(4 << 20)
+    with open(path, "ab") as f:
+        while f.tell() < size:
+            f.write(block[: size - f.tell()])
+    return path
+
+
+def start_server(root: Path):
+    proc = subprocess.Popen([sys.executable, "-m", "fakes.ollama_server", str(root)], cwd=ROOT / "tests",
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    return proc, proc.stdout.readline().strip()
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def plain_read(path: Path) -> None:
+    with open(path, "rb") as f:
+        while f.read(4 << 20):
+            pass
+
+
+def clear_blobs(root: Path) -> None:
+    for p in (root / "blobs").iterdir():
+        p.unlink()
+
+
+def plain_upload(url: str, path: Path, digest: str) -> None:
+    with open(path, "rb") as f:
+        response = httpx.post(f"{url}/api/blobs/{digest}", content=f, timeout=600)
+    assert response.status_code == 201, response.text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--size-mb", type=int, default=1024)
+    parser.add_argument("--dir", default=None)
+    parser.add_argument("--repeat", type=int, default=2)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="ollama-bench-", dir=args.dir))
+    os.environ.setdefault("LLM_USER_PATH", str(work / "llm"))
+    Path(os.environ["LLM_USER_PATH"]).mkdir(exist_ok=True)
+    proc = None
+    try:
+        size = args.size_mb << 20
+        gguf = make_gguf(work / "model.gguf", size)
+        t_read = min(timed(lambda: plain_read(gguf)) for _ in range(2))
+        digest_box = []
+        t_hash = min(timed(lambda: digest_box.append(ollama.sha256_file(gguf, progress=False))) for _ in range(2))
+        digest = digest_box[0]
+        t_stdlib = timed(lambda: hashlib.file_digest(open(gguf, "rb"), "sha256"))
+        proc, url = start_server(work / "server")
+        plain, ours = [], []
+        with ollama.client(url) as cl:
+            for _ in range(args.repeat):
+                clear_blobs(work / "server")
+                plain.append(timed(lambda: plain_upload(url, gguf, digest)))
+                clear_blobs(work / "server")
+                ours.append(timed(lambda: ollama.upload_blob(cl, gguf, digest, progress=False)))
+            clear_blobs(work / "server")
+        t_push = timed(lambda: ollama.push(str(gguf), "bench:1", host=url, echo=lambda s: None, progress=False))
+        second = ollama.push(str(gguf), "bench:1", host=url, echo=lambda s: None, progress=False)
+        mb = size / 2**20
+        print("=== benchmarks/ollama_push.py results ===")
+        print(f"file size                : {mb:.0f} MiB")
+        print(f"plain read (4 MiB)       : {mb / t_read:8.0f} MiB/s")
+        print(f"sha256_file              : {mb / t_hash:8.0f} MiB/s ({t_read / t_hash:.2f}x plain read)")
+        print(f"hashlib.file_digest      : {mb / t_stdlib:8.0f} MiB/s (stdlib baseline)")
+        print(f"plain httpx upload (best): {mb / min(plain):8.0f} MiB/s  runs: {', '.join(f'{t:.2f}s' for t in plain)}")
+        print(f"upload_blob (best)       : {mb / min(ours):8.0f} MiB/s  runs: {', '.join(f'{t:.2f}s' for t in ours)}")
+        print(f"upload ratio ours/plain  : {min(plain) / min(ours):.2f}x (target >= 0.90)")
+        print(f"full first push          : {mb / t_push:8.0f} MiB/s end to end ({t_push:.2f}s: hash, HEAD, upload, create, show)")
+        print(f"second push bytes sent   : {second.bytes_sent}")
+    finally:
+        if proc:
+            proc.stdin.close()
+            proc.wait(timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
