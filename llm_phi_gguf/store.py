@@ -58,9 +58,15 @@ def default_alias(family_key: str, quant: str | None) -> str:
 
 
 def registry_dir() -> Path:
-    import llm
+    try:
+        import llm
 
-    path = Path(llm.user_dir()) / "llm-phi-gguf"
+        base = Path(llm.user_dir())
+    except ImportError:  # runtime used without llm (benchmarks on a bare GPU machine)
+        import click
+
+        base = Path(os.environ.get("LLM_USER_PATH") or click.get_app_dir("io.datasette.llm"))
+    path = base / "llm-phi-gguf"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
