@@ -80,6 +80,8 @@ def run_probe() -> ProbeResult:
         capture_output=True,
         text=True,
         timeout=300,
+        # ggml's abort handler may try to attach gdb for a backtrace and hang instead of dying
+        env={**os.environ, "GGML_NO_BACKTRACE": "1"},
     )
     if proc.returncode == 0:
         return ProbeResult(probe_key(), True, "quantized decode with extra buffer types works")
