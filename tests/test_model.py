@@ -3,6 +3,7 @@ generation streams through `llm`, stops cleanly, logs usage, continues conversat
 KV cache, honours schemas, and runs async."""
 
 import asyncio
+from pathlib import Path
 import json
 import subprocess
 import sys
@@ -48,7 +49,7 @@ def test_render_equals_transformers(kind, registered, checkpoint, llm_cli, tmp_p
     assert r.output == expected
 
 
-@pytest.mark.parametrize("kind", ["phi-4", "phi-4-mini"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_prompt_tokens_equal_transformers(kind, registered, checkpoint):
     """What llama.cpp is fed equals what transformers would feed the model (no double BOS)."""
     alias = registered(kind)
@@ -162,3 +163,37 @@ def test_import_is_cheap():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_llm_chat_keeps_the_conversation(registered, llm_cli):
+    alias = registered("phi-3-128k")
+    r = llm_cli("chat", "-m", alias, "-o", "max_tokens", "4", "-o", "temperature", "0", input="Hello\nAgain\nquit\n")
+    assert r.exit_code == 0, r.output
+    rows = json.loads(llm_cli("logs", "-n", "2", "--json").output)
+    assert len(rows) == 2 and rows[0]["conversation_id"] == rows[1]["conversation_id"]
+    first, second = sorted(rows, key=lambda row: row["datetime_utc"])
+    assert second["input_tokens"] > first["input_tokens"] + first["output_tokens"]
+
+
+def test_template_error_at_render_is_one_line(registered, llm_cli, tmp_path):
+    alias = registered("phi-4")
+    bad = tmp_path / "raises.jinja"
+    bad.write_text("{{ raise_exception('System role not supported') }}")
+    store.register_file(store.get(alias).path, alias="raising", template=str(bad))
+    r = llm_cli("-m", "raising", "hi")
+    assert r.exit_code == 1
+    assert "System role not supported" in r.output and r.output.count("\n") == 1
+
+
+def test_doctor_reports_build_probe_and_files(registered, llm_cli, tmp_path):
+    alias = registered("phi-4")
+    r = llm_cli("phi", "doctor")
+    assert r.exit_code == 0, r.output
+    assert "llama-cpp-python" in r.output and "GPU offload" in r.output
+    assert "Quantized-inference probe" in r.output and f"ok      {alias}" in r.output
+    moved = tmp_path / "moved.gguf"
+    moved.write_bytes(Path(store.get(alias).path).read_bytes())
+    store.register_file(moved, alias="gone")
+    moved.unlink()
+    r = llm_cli("phi", "doctor")
+    assert r.exit_code == 1 and "MISSING gone" in r.output

@@ -1,0 +1,50 @@
+"""Shared by the benchmark scripts: machine description and a JSON log of results.
+
+Each script appends its result to benchmarks/results.jsonl (machine, date, versions); the
+figures quoted in benchmarks/RESULTS.md come from there.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for pkg in ("llm", "llama_cpp_python", "gguf", "huggingface_hub", "httpx"):
+        try:
+            versions[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "versions": versions,
+    }
+
+
+def header() -> str:
+    m = machine()
+    return f"# {m['date']} on {m['cpu']} ({m['cores']} cores), Python {m['python']}, {m['versions']}"
+
+
+def record(name: str, result: dict) -> None:
+    with open(HERE / "results.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps({"benchmark": name, **machine(), "result": result}) + "\n")

@@ -1,0 +1,101 @@
+"""Converter: ours vs llama.cpp's convert_hf_to_gguf.py vs `cp`, side by side in one run.
+
+On a synthetic Phi-3-mini-shaped checkpoint (benchmarks/synthetic.py, sharded like the hub):
+- bf16 checkpoint -> f16 GGUF: ours vs llama.cpp's converter (wall time, peak RSS);
+- f16 checkpoint -> f16 GGUF (a pure copy of the weights): ours vs `cp` of the same bytes.
+Targets: <= 0.8x llama.cpp's time, <= 0.5x its peak RSS, f16 passthrough <= 1.5x cp.
+
+Each command runs in its own process under /usr/bin/time, page cache dropped where allowed.
+
+    python benchmarks/convert.py [--layers 6] [--llama-cpp DIR] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from common import header, record
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+OURS = "from llm_phi_gguf.convert import convert_checkpoint as c; import sys; c(sys.argv[1], sys.argv[2], outtype='f16', force=True, progress=False)"
+
+
+def timed(cmd: list[str]) -> tuple[float, float]:
+    """(wall seconds, peak RSS MB) of one command, measured by GNU time."""
+    drop_caches()
+    proc = subprocess.run(["/usr/bin/time", "-f", "%e %M", *cmd], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{cmd[:3]} failed:\n{proc.stderr[-2000:]}")
+    wall, rss_kb = proc.stderr.strip().splitlines()[-1].split()
+    return float(wall), int(rss_kb) / 1024
+
+
+def drop_caches() -> None:
+    """Start each run from the same (cold) page cache when the kernel lets us."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError:
+        pass
+
+
+def find_llama_cpp(given: str | None) -> Path:
+    for candidate in filter(None, [given, os.environ.get("LLAMA_CPP_DIR")]):
+        if (Path(candidate) / "convert_hf_to_gguf.py").exists():
+            return Path(candidate)
+    vendor = Path(__file__).resolve().parents[1] / ".vendor"
+    for found in vendor.glob("llama_cpp_python-*/vendor/llama.cpp"):
+        return found
+    raise SystemExit("llama.cpp source not found: pass --llama-cpp or set LLAMA_CPP_DIR (the tests download it into .vendor/)")
+
+
+def main() -> dict:
+    from synthetic import make
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--layers", type=int, default=6)
+    ap.add_argument("--llama-cpp")
+    ap.add_argument("--workdir")
+    ap.add_argument("--keep", action="store_true")
+    args, _ = ap.parse_known_args()
+    llama_cpp = find_llama_cpp(args.llama_cpp)
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="convert-bench-"))
+    bf16, f16 = make(work / "bf16", args.layers, "bf16"), make(work / "f16", args.layers, "f16")
+    size = sum(p.stat().st_size for p in bf16.glob("*.safetensors"))
+    out = work / "out.gguf"
+    ours = timed([sys.executable, "-c", OURS, str(bf16), str(out)])
+    theirs = timed([sys.executable, str(llama_cpp / "convert_hf_to_gguf.py"), str(bf16), "--outfile", str(out), "--outtype", "f16"])
+    ours_f16 = timed([sys.executable, "-c", OURS, str(f16), str(out)])
+    copy_dir = work / "copy"
+    copy_dir.mkdir()
+    cp = timed(["cp", *map(str, sorted(f16.glob("*.safetensors"))), str(copy_dir)])
+    result = {
+        "checkpoint": f"synthetic Phi-3-mini shape, {args.layers} layers, {size / 1e9:.2f} GB, sharded",
+        "ours bf16->f16 (s, MB)": [ours[0], round(ours[1])],
+        "llama.cpp bf16->f16 (s, MB)": [theirs[0], round(theirs[1])],
+        "time ratio ours/llama.cpp": round(ours[0] / theirs[0], 3),
+        "RSS ratio ours/llama.cpp": round(ours[1] / theirs[1], 3),
+        "targets": "time <= 0.8, RSS <= 0.5",
+        "ours f16->f16 (s, MB)": [ours_f16[0], round(ours_f16[1])],
+        "cp of the same bytes (s)": cp[0],
+        "ratio ours/cp": round(ours_f16[0] / cp[0], 3) if cp[0] else None,
+        "target ours/cp": "<= 1.5",
+    }
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    record("convert", result)
+    return result
+
+
+if __name__ == "__main__":
+    print(header())
+    for k, v in main().items():
+        print(f"{k}: {v}")

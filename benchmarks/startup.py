@@ -1,0 +1,57 @@
+"""Start-up cost of the plugin: `llm --help` with and without llm-phi-gguf loaded, and
+`import llm_phi_gguf` on top of `import llm`. Target: <= +30 ms for `llm --help`.
+
+    python benchmarks/startup.py [--runs 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+from common import header, record
+
+
+def time_command(cmd: list[str], env: dict, runs: int) -> float:
+    """Median wall time in ms (after one warm-up run)."""
+    subprocess.run(cmd, env=env, capture_output=True, check=True)
+    samples = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        subprocess.run(cmd, env=env, capture_output=True, check=True)
+        samples.append((time.perf_counter() - t) * 1000)
+    return statistics.median(samples)
+
+
+def main() -> dict:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=15)
+    args, _ = ap.parse_known_args()
+    llm_bin = shutil.which("llm") or sys.exit("llm is not on PATH")
+    base = dict(os.environ)
+    without = time_command([llm_bin, "--help"], {**base, "LLM_LOAD_PLUGINS": ""}, args.runs)
+    with_plugin = time_command([llm_bin, "--help"], {**base, "LLM_LOAD_PLUGINS": "llm-phi-gguf"}, args.runs)
+    py = sys.executable
+    import_llm = time_command([py, "-c", "import llm"], base, args.runs)
+    import_both = time_command([py, "-c", "import llm, llm_phi_gguf"], base, args.runs)
+    result = {
+        "llm --help without plugin (ms, median)": round(without, 1),
+        "llm --help with llm-phi-gguf (ms, median)": round(with_plugin, 1),
+        "added by the plugin (ms)": round(with_plugin - without, 1),
+        "target (ms)": "<= 30",
+        "import llm (ms)": round(import_llm, 1),
+        "import llm + llm_phi_gguf (ms)": round(import_both, 1),
+    }
+    record("startup", result)
+    return result
+
+
+if __name__ == "__main__":
+    print(header())
+    for k, v in main().items():
+        print(f"{k}: {v}")
