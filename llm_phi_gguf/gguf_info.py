@@ -779,7 +779,21 @@ def _check_tokenizer(keys: _Keys) -> None:
         if merges is None or merges.type != T_STRING:
             keys.fail("tokenizer.ggml.merges", f"is missing or not an array of strings; "
                                                f"a {model} tokenizer needs it")
-    _check_unique_tokens(keys, keys.info.read_array("tokenizer.ggml.tokens"))
+    texts = keys.info.read_array("tokenizer.ggml.tokens")
+    _check_unique_tokens(keys, texts)
+    if model == "llama":
+        _check_byte_fallback(keys, texts)
+
+
+def _check_byte_fallback(keys: _Keys, tokens: list[str]) -> None:
+    # A SentencePiece vocab falls back to the byte tokens <0x00>..<0xFF> for text it has no piece
+    # for; llama.cpp looks them up with unordered_map::at, so a missing one kills the process
+    # (std::out_of_range) on the first unusual character.
+    present = set(tokens)
+    missing = [f"<0x{b:02X}>" for b in range(256) if f"<0x{b:02X}>" not in present]
+    if missing:
+        keys.fail("tokenizer.ggml.tokens", f"lacks {len(missing)} of the 256 byte-fallback tokens "
+                                           f"(e.g. {missing[0]}); llama.cpp would crash on text outside the vocabulary")
 
 
 def _check_token_array(keys: _Keys, key: str, types: tuple[int, ...], n_tokens: int) -> None:

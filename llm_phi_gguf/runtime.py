@@ -193,7 +193,9 @@ class ModelCache:
                 _, old = self._models.popitem(last=False)
                 with contextlib.suppress(Exception):
                     old.close()
-            llama = load_llama(resolved, options)
+            # load by the given name, not the symlink target: llama.cpp finds parts 2..N of a
+            # split GGUF next to part 1 by name (the HF cache's blobs/ are named by hash)
+            llama = load_llama(Path(path).absolute(), options)
             self._models[key] = llama
             return llama
 

@@ -189,7 +189,8 @@ def register_file(
     from . import chat, families
     from .gguf_info import validate_gguf
 
-    path = Path(path).expanduser().resolve()
+    # absolute, not resolved: a symlink (the HF cache's snapshot names) is kept as given
+    path = Path(path).expanduser().absolute()
     info = validate_gguf(path)
     fam = families.get_family(family) if family else families.detect_family(info.metadata)
     if fam is None:

@@ -102,8 +102,8 @@ def test_properties(files, tmp_path):
         ("phi3", "Tiny Phi", 1, "F16")
     assert info.context_length == 4096
     assert info.chat_template == "{{ messages }}"
-    assert info.n_params == sum(math.prod(t.shape) for t in info.tensors) == 29376
-    assert info.size_label == "29K"
+    assert info.n_params == sum(math.prod(t.shape) for t in info.tensors) == 45696
+    assert info.size_label == "46K"
     assert info.get("phi3.block_count") == 1 and info.get("nope", 5) == 5
     assert info.file_size == files["phi3"].stat().st_size
     guessed = read_gguf(write_phi3(tmp_path / "g.gguf", **{"general.file_type": DROP,
@@ -324,7 +324,7 @@ def test_check_phi(files):
     ({"phi3.expert_count": (4, V.UINT32)}, "expert_used_count is 0; it must be between 1"),
     ({"tokenizer.ggml.model": "bpe"}, "tokenizer.ggml.model is 'bpe'"),
     ({"tokenizer.ggml.model": "gpt2"}, "merges is missing .* a gpt2 tokenizer needs it"),
-    ({"tokenizer.ggml.scores": ([0.0] * 7, V.ARRAY)}, "scores has 7 entries for 8 tokens"),
+    ({"tokenizer.ggml.scores": ([0.0] * (len(TOKENS) - 1), V.ARRAY)}, f"scores has {len(TOKENS) - 1} entries for {len(TOKENS)} tokens"),
     ({"tokenizer.ggml.token_type": ([1.0] * 8, V.ARRAY)}, "token_type must be an array of i32"),
     ({"tokenizer.ggml.tokens": ([], V.ARRAY)}, "tokenizer.ggml.tokens is missing|is empty"),
     ({"tokenizer.ggml.tokens": ("abc", V.STRING)}, "not an array of strings"),
@@ -340,6 +340,13 @@ def test_not_loadable(tmp_path, overrides, match):
 ])
 def test_duplicate_tokens(tmp_path, tokens, match):
     _phi3_error(tmp_path, match, **{"tokenizer.ggml.tokens": (tokens, V.ARRAY)})
+
+
+def test_sentencepiece_vocab_needs_every_byte_token(tmp_path):
+    """llama.cpp dies with std::out_of_range on text it must spell with a missing <0xXX>."""
+    tokens = [t if t != "<0x68>" else "h" for t in TOKENS]
+    _phi3_error(tmp_path, r"lacks 1 of the 256 byte-fallback tokens \(e.g. <0x68>\)",
+                **{"tokenizer.ggml.tokens": (tokens, V.ARRAY)})
 
 
 @pytest.mark.parametrize("used, count, match", [
