@@ -234,6 +234,9 @@ from .quantize_commands import register_quantize_commands  # noqa: E402
 
 register_quantize_commands(phi, quantize)
 
+from .hub_commands import register_hub_commands  # noqa: E402
 from .ollama_commands import ollama  # noqa: E402
+
+register_hub_commands(phi)
 
 phi.add_command(ollama)

@@ -1,0 +1,308 @@
+"""A fake Hugging Face hub: real HTTP on 127.0.0.1 answering the routes huggingface_hub 2.x calls,
+with the headers and error codes its client reads (huggingface_hub/file_download.py,
+hf_api.py model_info/list_repo_tree, utils/_http.py hf_raise_for_status).
+
+Routes (hub origin):
+  GET  /api/models/{repo}[/revision/{rev}]     model info: sha, gated, config, gguf, siblings
+                                               (?blobs=true adds size, blobId, lfs like the hub)
+  GET  /api/models/{repo}/tree/{rev}           recursive listing (one page: no Link header)
+  HEAD/GET /{repo}/resolve/{rev}/{path}        small files: 200 + ETag (git blob sha1), X-Repo-Commit,
+                                               Content-Length. LFS files: 302 to the CDN origin with
+                                               X-Linked-Etag (sha256) and X-Linked-Size, as the hub does
+CDN origin (a second port, so the client treats it as off-hub: no auth header, no HEAD follow):
+  GET  /lfs/{sha256}                           200, or 206 + Content-Range for `Range: bytes=N-`
+
+Errors as the hub sends them, in X-Error-Code / X-Error-Message headers:
+  unknown or private repo: 401 RepoNotFound without a token, 404 with one
+  gated repo: 401 GatedRepo without a token, 403 GatedRepo with a token not on the list
+  unknown revision: 404 RevisionNotFound; unknown file: 404 EntryNotFound (+ X-Repo-Commit)
+
+No Xet: responses never carry X-Xet-Hash / xetHash, so the client takes the plain HTTP path
+(and hf_xet is not installed anyway). `drop_once(path)` makes the CDN send the headers and half
+of that file's body, then cut the connection, once. `requests` records every request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import socket
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+# Which files the hub stores in LFS: its default .gitattributes patterns, plus anything large.
+LFS_SUFFIXES = (".safetensors", ".gguf", ".bin", ".pt", ".pth", ".ckpt", ".model", ".h5", ".msgpack")
+LFS_MIN_SIZE = 10 * 1024
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    headers: dict  # names lower-cased
+
+
+@dataclass
+class FakeRepo:
+    repo_id: str
+    files: dict[str, bytes]
+    gated: bool = False
+    private: bool = False
+    tokens: tuple[str, ...] = ()  # tokens with access (private or gated repos)
+    branches: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        digest = hashlib.sha1(self.repo_id.encode())
+        for name in sorted(self.files):
+            digest.update(name.encode() + hashlib.sha256(self.files[name]).digest())
+        self.sha = digest.hexdigest()
+        self.branches = {"main": self.sha, **self.branches}
+
+    def commit(self, rev: str) -> str | None:
+        return self.sha if rev == self.sha else self.branches.get(rev)
+
+    def is_lfs(self, name: str) -> bool:
+        return name.endswith(LFS_SUFFIXES) or len(self.files[name]) >= LFS_MIN_SIZE
+
+    def blob_id(self, name: str) -> str:
+        """git's blob id: of the content, or of the LFS pointer file for LFS files."""
+        data = self.pointer(name) if self.is_lfs(name) else self.files[name]
+        return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+    def pointer(self, name: str) -> bytes:
+        data = self.files[name]
+        return (f"version https://git-lfs.github.com/spec/v1\noid sha256:{hashlib.sha256(data).hexdigest()}\n"
+                f"size {len(data)}\n").encode()
+
+    def lfs(self, name: str, key: str) -> dict | None:
+        if not self.is_lfs(name):
+            return None
+        return {key: hashlib.sha256(self.files[name]).hexdigest(), "size": len(self.files[name]),
+                "pointerSize": len(self.pointer(name))}
+
+
+def repo_from_folder(repo_id: str, folder: Path, **kwargs) -> FakeRepo:
+    files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return FakeRepo(repo_id, files, **kwargs)
+
+
+class HubError(Exception):
+    def __init__(self, status: int, code: str | None, message: str, commit: str | None = None):
+        self.status, self.code, self.message, self.commit = status, code, message, commit
+
+
+class FakeHub:
+    """Start with `with FakeHub() as hub:`; `hub.url` is the HF_ENDPOINT."""
+
+    def __init__(self):
+        self.repos: dict[str, FakeRepo] = {}
+        self.requests: list[Request] = []
+        self.drops: set[str] = set()  # sha256 of LFS blobs to cut halfway, once
+        self._servers = [self._server("hub"), self._server("cdn")]
+        self.url, self.cdn_url = (f"http://127.0.0.1:{s.server_address[1]}" for s in self._servers)
+
+    def _server(self, role: str) -> ThreadingHTTPServer:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        server.hub, server.role = self, role
+        return server
+
+    def add(self, repo: FakeRepo) -> FakeRepo:
+        self.repos[repo.repo_id] = repo
+        return repo
+
+    def drop_once(self, repo_id: str, path: str) -> None:
+        self.drops.add(hashlib.sha256(self.repos[repo_id].files[path]).hexdigest())
+
+    def start(self) -> "FakeHub":
+        for s in self._servers:
+            threading.Thread(target=s.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        for s in self._servers:
+            s.shutdown()
+            s.server_close()
+
+    def __enter__(self) -> "FakeHub":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ lookups
+
+    def repo(self, repo_id: str, token: str | None) -> FakeRepo:
+        repo = self.repos.get(repo_id)
+        if repo is None or (repo.private and token not in repo.tokens):
+            raise HubError(404 if token else 401, "RepoNotFound", "Repository not found")
+        return repo
+
+    def check_gate(self, repo: FakeRepo, token: str | None) -> None:
+        if not repo.gated or token in repo.tokens:
+            return
+        if token is None:
+            raise HubError(401, "GatedRepo", f"Access to model {repo.repo_id} is restricted. You must have access "
+                           "to it and be authenticated to access it. Please log in.")
+        raise HubError(403, "GatedRepo", f"Access to model {repo.repo_id} is restricted and you are not in the "
+                       f"authorized list. Visit https://huggingface.co/{repo.repo_id} to ask for access.")
+
+    def commit(self, repo: FakeRepo, rev: str) -> str:
+        sha = repo.commit(rev)
+        if sha is None:
+            raise HubError(404, "RevisionNotFound", f"Invalid rev id: {rev}")
+        return sha
+
+    def blob(self, sha256: str) -> bytes | None:
+        return next((data for repo in self.repos.values() for name, data in repo.files.items()
+                     if repo.is_lfs(name) and repo.lfs(name, "sha256")["sha256"] == sha256), None)
+
+
+def model_info(repo: FakeRepo, blobs: bool) -> dict:
+    siblings = []
+    for name in sorted(repo.files):
+        s = {"rfilename": name}
+        if blobs:
+            s |= {"size": len(repo.files[name]), "blobId": repo.blob_id(name)}
+            if repo.is_lfs(name):
+                s["lfs"] = repo.lfs(name, "sha256")
+        siblings.append(s)
+    info = {"_id": repo.sha[:24], "id": repo.repo_id, "modelId": repo.repo_id, "author": repo.repo_id.split("/")[0],
+            "sha": repo.sha, "lastModified": "2024-08-20T00:00:00.000Z", "private": repo.private,
+            "gated": "manual" if repo.gated else False, "disabled": False, "downloads": 0, "likes": 0,
+            "tags": [], "siblings": siblings, "createdAt": "2024-08-16T00:00:00.000Z"}
+    if "config.json" in repo.files:
+        config = json.loads(repo.files["config.json"])
+        info["config"] = {k: config[k] for k in ("architectures", "model_type") if k in config}
+    if any(n.endswith(".gguf") for n in repo.files):
+        info["gguf"] = {"total": 0}
+    return info
+
+
+def tree(repo: FakeRepo) -> list[dict]:
+    folders = sorted({p for name in repo.files for p in _parents(name)})
+    entries = [{"type": "directory", "oid": hashlib.sha1(f.encode()).hexdigest(), "path": f} for f in folders]
+    for name in sorted(repo.files):
+        entry = {"type": "file", "oid": repo.blob_id(name), "size": len(repo.files[name]), "path": name}
+        if repo.is_lfs(name):
+            entry["lfs"] = repo.lfs(name, "oid")
+        entries.append(entry)
+    return entries
+
+
+def _parents(name: str) -> list[str]:
+    parts = name.split("/")[:-1]
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+API = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>[^/]+)|/tree/(?P<tree>[^/]+)(?:/.*)?)?$")
+RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
+CDN = re.compile(r"^/lfs/(?P<sha>[0-9a-f]{64})$")
+RANGE = re.compile(r"^bytes=(\d+)-$")
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive and Content-Length, like the hub's front end
+
+    def log_message(self, *args):
+        pass
+
+    @property
+    def hub(self) -> FakeHub:
+        return self.server.hub
+
+    def token(self) -> str | None:
+        auth = self.headers.get("Authorization", "")
+        return auth[len("Bearer "):] if auth.startswith("Bearer ") else None
+
+    def do_HEAD(self):
+        self.route(body=False)
+
+    def do_GET(self):
+        self.route(body=True)
+
+    def route(self, body: bool) -> None:
+        url = urlsplit(self.path)
+        path = unquote(url.path)
+        self.hub.requests.append(Request(self.command, path, {k.lower(): v for k, v in self.headers.items()}))
+        try:
+            if self.server.role == "cdn":
+                return self.cdn(path, body)
+            if m := API.match(path):
+                return self.api(m, parse_qs(url.query))
+            if m := RESOLVE.match(path):
+                return self.resolve(m, body)
+            raise HubError(404, None, "Not found")
+        except HubError as e:
+            headers = {"X-Error-Message": e.message}
+            if e.code:
+                headers["X-Error-Code"] = e.code
+            if e.commit:
+                headers["X-Repo-Commit"] = e.commit
+            self.send(e.status, json.dumps({"error": e.message}).encode(), headers, body, "application/json")
+
+    def api(self, m: re.Match, query: dict) -> None:
+        repo = self.hub.repo(m["repo"], self.token())
+        if m["tree"] is not None:
+            self.hub.commit(repo, m["tree"])
+            return self.send(200, json.dumps(tree(repo)).encode(), {}, True, "application/json")
+        if m["rev"] is not None:
+            self.hub.commit(repo, m["rev"])
+        blobs = query.get("blobs", ["false"])[0].lower() == "true"
+        self.send(200, json.dumps(model_info(repo, blobs)).encode(), {}, True, "application/json")
+
+    def resolve(self, m: re.Match, body: bool) -> None:
+        token = self.token()
+        repo = self.hub.repo(m["repo"], token)
+        self.hub.check_gate(repo, token)
+        sha = self.hub.commit(repo, m["rev"])
+        name = m["path"]
+        if name not in repo.files:
+            raise HubError(404, "EntryNotFound", f"Entry not found: {name}", commit=sha)
+        common = {"X-Repo-Commit": sha, "ETag": f'"{repo.blob_id(name)}"', "Accept-Ranges": "bytes"}
+        if repo.is_lfs(name):
+            lfs = repo.lfs(name, "sha256")
+            location = f"{self.hub.cdn_url}/lfs/{lfs['sha256']}?name={Path(name).name}"
+            headers = {**common, "Location": location, "X-Linked-Etag": f'"{lfs["sha256"]}"',
+                       "X-Linked-Size": str(lfs["size"])}
+            return self.send(302, f"Found. Redirecting to {location}".encode(), headers, body, "text/plain")
+        self.send(200, repo.files[name], common, body, "application/octet-stream")
+
+    def cdn(self, path: str, body: bool) -> None:
+        m = CDN.match(path)
+        data = self.hub.blob(m["sha"]) if m else None
+        if data is None:
+            raise HubError(404, None, "NoSuchKey")
+        headers = {"ETag": f'"{m["sha"]}"', "Accept-Ranges": "bytes"}
+        start = 0
+        if r := RANGE.match(self.headers.get("Range", "")):
+            start = int(r[1])
+            headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+        status = 206 if start else 200
+        if body and m["sha"] in self.hub.drops:
+            self.hub.drops.discard(m["sha"])
+            return self.cut(status, data[start:], headers)
+        self.send(status, data[start:], headers, body, "application/octet-stream")
+
+    def cut(self, status: int, data: bytes, headers: dict) -> None:
+        """Promise the whole body, send half of it, then drop the connection."""
+        self.send_response(status)
+        for k, v in {**headers, "Content-Length": str(len(data))}.items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data[: len(data) // 2])
+        self.wfile.flush()
+        self.connection.shutdown(socket.SHUT_RDWR)
+        self.close_connection = True
+
+    def send(self, status: int, data: bytes, headers: dict, body: bool, ctype: str) -> None:
+        self.send_response(status)
+        for k, v in {"Content-Type": ctype, **headers, "Content-Length": str(len(data))}.items():
+            self.send_header(k, v)
+        self.end_headers()
+        if body:
+            self.wfile.write(data)
