@@ -34,44 +34,11 @@ def gpu_memory_mib() -> int | None:
     return int(out.split()[0]) if out else None
 
 
-def write_model(path: Path, n_layer: int, n_embd: int = 3072, n_ff: int = 8192, n_vocab: int = 32064) -> None:
-    import gguf
-    import numpy as np
+def write_model(path: Path, n_layer: int) -> None:
+    """Phi-3-mini width (hidden 3072, FFN 8192, 32 heads, 32064 tokens), random f16 weights."""
+    from llm_phi_gguf.probe import write_random_phi3
 
-    from llm_phi_gguf.probe import _vocab
-
-    rng = np.random.default_rng(0)
-    tokens, types = _vocab()
-    tokens += [f"[PAD{i}]" for i in range(len(tokens), n_vocab)]
-    types += [5] * (n_vocab - len(types))
-    w = gguf.GGUFWriter(str(path), "phi3")
-    for add, value in [
-        (w.add_context_length, 4096), (w.add_embedding_length, n_embd), (w.add_feed_forward_length, n_ff),
-        (w.add_block_count, n_layer), (w.add_head_count, 32), (w.add_head_count_kv, 32),
-        (w.add_layer_norm_rms_eps, 1e-5), (w.add_rope_dimension_count, 96), (w.add_rope_freq_base, 10000.0),
-        (w.add_tokenizer_model, "llama"), (w.add_token_list, tokens), (w.add_token_scores, [0.0] * n_vocab),
-        (w.add_token_types, types), (w.add_bos_token_id, 1), (w.add_eos_token_id, 2),
-    ]:
-        add(value)
-    w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
-
-    def mat(rows, cols):
-        return (rng.standard_normal((rows, cols), dtype=np.float32) * 0.02).astype(np.float16)
-
-    w.add_tensor("token_embd.weight", mat(n_vocab, n_embd))
-    w.add_tensor("output_norm.weight", np.ones(n_embd, np.float32))
-    w.add_tensor("output.weight", mat(n_vocab, n_embd))
-    for i in range(n_layer):
-        w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(n_embd, np.float32))
-        w.add_tensor(f"blk.{i}.attn_qkv.weight", mat(3 * n_embd, n_embd))
-        w.add_tensor(f"blk.{i}.attn_output.weight", mat(n_embd, n_embd))
-        w.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(n_embd, np.float32))
-        w.add_tensor(f"blk.{i}.ffn_up.weight", mat(2 * n_ff, n_embd))
-        w.add_tensor(f"blk.{i}.ffn_down.weight", mat(n_embd, n_ff))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    write_random_phi3(path, n_layer=n_layer, n_embd=3072, n_ff=8192, n_head=32, n_vocab=32064, f16=True)
 
 
 def quantize(src: Path, dst: Path) -> float:

@@ -377,6 +377,32 @@ def resolve_outtype(outtype: str, entries: dict[str, TensorEntry]) -> tuple[int,
 # ---- writing ---------------------------------------------------------------------------------
 
 
+def phi3_marked_name(name: str, src: Path) -> str:
+    """general.name, with "Phi-3" in it when the tokenizer strips whitespace after its specials.
+
+    Phi-3's hub tokenizers mark <|user|>, <|end|>... rstrip; llama.cpp reproduces that only for
+    models whose general.name contains "phi-3" or "phi3" (llama.cpp's own converter writes
+    "Phi 3.5 Mini Instruct", which misses it, and every prompt then gains stray tokens).
+    """
+    if any(m in name.lower() for m in ("phi-3", "phi3")) or not (src / "tokenizer.model").exists():
+        return name
+    if any(t.get("special") and t.get("rstrip") for t in _added_tokens(src)):
+        return re.sub(r"^phi 3\b", "Phi-3", name, flags=re.I) if re.match(r"phi 3\b", name, re.I) else f"Phi-3 {name}"
+    return name
+
+
+def _added_tokens(src: Path) -> list[dict]:
+    """Added-token records from tokenizer.json and tokenizer_config.json (either may be absent)."""
+    found: list = []
+    for name, pick in (("tokenizer.json", lambda d: d.get("added_tokens", [])),
+                       ("tokenizer_config.json", lambda d: list(d.get("added_tokens_decoder", {}).values()))):
+        try:
+            found += pick(json.loads((src / name).read_text("utf-8")))
+        except (OSError, ValueError, AttributeError):
+            pass
+    return [t for t in found if isinstance(t, dict)]
+
+
 def build_writer(src: Path, p: Params, planned: list[Planned], ftype: int):
     """A GGUFWriter holding every KV and tensor info (no data yet), in llama.cpp's key order."""
     import gguf
@@ -392,7 +418,7 @@ def build_writer(src: Path, p: Params, planned: list[Planned], ftype: int):
         w.add_tensor_info(t.name, t.shape, np.dtype(np.float32), t.nbytes, raw_dtype=gguf.GGMLQuantizationType(t.qtype))
     total, shared, expert, n_expert = w.get_total_parameter_count()
     meta = gguf.Metadata.load(None, src, None, total)
-    meta.name = meta.name or src.name
+    meta.name = phi3_marked_name(meta.name or src.name, src)
     if meta.size_label is None and total > 0:
         meta.size_label = gguf.size_label(total, shared, expert, n_expert)
     w.add_type(gguf.GGUFType.MODEL)

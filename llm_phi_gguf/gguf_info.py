@@ -781,8 +781,20 @@ def _check_tokenizer(keys: _Keys) -> None:
                                                f"a {model} tokenizer needs it")
     texts = keys.info.read_array("tokenizer.ggml.tokens")
     _check_unique_tokens(keys, texts)
+    _check_phi3_name_rule(keys, texts)
     if model == "llama":
         _check_byte_fallback(keys, texts)
+
+
+def _check_phi3_name_rule(keys: _Keys, tokens: list[str]) -> None:
+    # When general.name contains "phi-3"/"phi3", llama.cpp sets whitespace attributes on these
+    # tokens by looking them up with unordered_map::at: a vocab without one of them dies.
+    name = str(keys.info.metadata.get("general.name") or "").lower()
+    if any(m in name for m in ("phi-3", "phi3")):
+        missing = [t for t in ("<unk>", "<s>", "</s>", "<|endoftext|>") if t not in set(tokens)]
+        if missing:
+            keys.fail("tokenizer.ggml.tokens", f"lacks {missing[0]}, which llama.cpp requires of a model "
+                                               f"named like Phi-3 (general.name {_show(name)})")
 
 
 def _check_byte_fallback(keys: _Keys, tokens: list[str]) -> None:

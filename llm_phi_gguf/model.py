@@ -184,11 +184,12 @@ class _PhiBase:
     def __str__(self) -> str:
         return f"Phi GGUF: {self.model_id}"
 
-    def load_options(self, options: PhiOptions, metadata: dict):
+    def load_options(self, options: PhiOptions, metadata: dict, family: families.Family):
         from .runtime import LoadOptions
 
         e = self.entry
         return LoadOptions(
+            kv_overrides=chat.phi3_tokenizer_overrides(metadata, family),
             n_ctx=options.n_ctx or e.n_ctx or default_n_ctx(metadata),
             gpu_layers=options.gpu_layers if options.gpu_layers is not None else (e.gpu_layers or 0),
             n_threads=options.n_threads,
@@ -206,7 +207,7 @@ class _PhiBase:
         family = families.get_family(self.entry.family)
         fmt = chat.chat_format(metadata, family, self.entry.template)
         text = fmt.render(chat.messages_from_llm(prompt))
-        load = self.load_options(prompt.options, metadata)
+        load = self.load_options(prompt.options, metadata, family)
         warn_context(metadata, load.n_ctx)
         llama = CACHE.get(path, load)
         tokens = llama.tokenize(text.encode("utf-8"), add_bos=fmt.needs_bos(text), special=True)

@@ -15,49 +15,55 @@ from pathlib import Path
 N_EMBD, N_FF, N_HEAD = 256, 512, 4
 
 
-def _vocab() -> tuple[list[str], list[int]]:
+def _vocab(n_vocab: int | None = None) -> tuple[list[str], list[int]]:
     tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + ["▁a", "▁b", "a", "b"]
     types = [2, 3, 3] + [6] * 256 + [1] * 4  # unknown, control, byte, normal
-    return tokens, types
+    pad = max(0, (n_vocab or 0) - len(tokens))
+    return tokens + [f"[PAD{i}]" for i in range(len(tokens), len(tokens) + pad)], types + [5] * pad
 
 
-def write_probe_model(path: Path) -> None:
+def write_random_phi3(
+    path: Path, *, n_layer: int = 1, n_embd: int = N_EMBD, n_ff: int = N_FF, n_head: int = N_HEAD,
+    n_vocab: int | None = None, f16: bool = False,
+) -> None:
+    """A phi3 GGUF with random weights and a byte-level SentencePiece-style vocab.
+
+    Also used by the benchmarks (Phi-3-mini width: n_embd 3072, n_ff 8192, 32 heads, 32064 tokens).
+    """
     import gguf
     import numpy as np
 
     rng = np.random.default_rng(0)
-    tokens, types = _vocab()
+    tokens, types = _vocab(n_vocab)
     w = gguf.GGUFWriter(str(path), "phi3")
-    w.add_context_length(256)
-    w.add_embedding_length(N_EMBD)
-    w.add_feed_forward_length(N_FF)
-    w.add_block_count(1)
-    w.add_head_count(N_HEAD)
-    w.add_head_count_kv(N_HEAD)
-    w.add_layer_norm_rms_eps(1e-5)
-    w.add_rope_dimension_count(N_EMBD // N_HEAD)
-    w.add_rope_freq_base(10000.0)
-    w.add_tokenizer_model("llama")
-    w.add_token_list(tokens)
-    w.add_token_scores([0.0] * len(tokens))
-    w.add_token_types(types)
-    w.add_bos_token_id(1)
-    w.add_eos_token_id(2)
-    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    for add, value in [
+        (w.add_context_length, 4096), (w.add_embedding_length, n_embd), (w.add_feed_forward_length, n_ff),
+        (w.add_block_count, n_layer), (w.add_head_count, n_head), (w.add_head_count_kv, n_head),
+        (w.add_layer_norm_rms_eps, 1e-5), (w.add_rope_dimension_count, n_embd // n_head),
+        (w.add_rope_freq_base, 10000.0), (w.add_tokenizer_model, "llama"), (w.add_token_list, tokens),
+        (w.add_token_scores, [0.0] * len(tokens)), (w.add_token_types, types), (w.add_bos_token_id, 1),
+        (w.add_eos_token_id, 2),
+    ]:
+        add(value)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if f16 else gguf.LlamaFileType.ALL_F32)
+    dtype = np.float16 if f16 else np.float32
 
     def weight(name: str, rows: int, cols: int) -> None:
-        w.add_tensor(name, (rng.standard_normal((rows, cols)) * 0.02).astype(np.float32))
+        w.add_tensor(name, (rng.standard_normal((rows, cols), dtype=np.float32) * 0.02).astype(dtype))
 
-    n_vocab = len(tokens)
-    weight("token_embd.weight", n_vocab, N_EMBD)
-    w.add_tensor("output_norm.weight", np.ones(N_EMBD, dtype=np.float32))
-    weight("output.weight", n_vocab, N_EMBD)
-    w.add_tensor("blk.0.attn_norm.weight", np.ones(N_EMBD, dtype=np.float32))
-    weight("blk.0.attn_qkv.weight", 3 * N_EMBD, N_EMBD)
-    weight("blk.0.attn_output.weight", N_EMBD, N_EMBD)
-    w.add_tensor("blk.0.ffn_norm.weight", np.ones(N_EMBD, dtype=np.float32))
-    weight("blk.0.ffn_up.weight", 2 * N_FF, N_EMBD)
-    weight("blk.0.ffn_down.weight", N_EMBD, N_FF)
+    def norm(name: str) -> None:
+        w.add_tensor(name, np.ones(n_embd, dtype=np.float32))
+
+    weight("token_embd.weight", len(tokens), n_embd)
+    norm("output_norm.weight")
+    weight("output.weight", len(tokens), n_embd)
+    for i in range(n_layer):
+        norm(f"blk.{i}.attn_norm.weight")
+        weight(f"blk.{i}.attn_qkv.weight", 3 * n_embd, n_embd)
+        weight(f"blk.{i}.attn_output.weight", n_embd, n_embd)
+        norm(f"blk.{i}.ffn_norm.weight")
+        weight(f"blk.{i}.ffn_up.weight", 2 * n_ff, n_embd)
+        weight(f"blk.{i}.ffn_down.weight", n_embd, n_ff)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -87,7 +93,7 @@ def main(argv: list[str]) -> int:
     safe = "--safe" in argv
     with tempfile.TemporaryDirectory(prefix="llm-phi-probe-") as tmp:
         f32, q4 = Path(tmp) / "probe-f32.gguf", Path(tmp) / "probe-q4_k_m.gguf"
-        write_probe_model(f32)
+        write_random_phi3(f32)
         quantize_q4_k_m(f32, q4)
         decode_one_token(q4, safe)
     return 0

@@ -35,6 +35,7 @@ class LoadOptions:
     flash_attn: bool = False
     extra_bufts: bool | None = None  # None = decided by the probe
     logits_all: bool = False
+    kv_overrides: tuple[tuple[str, object], ...] = ()  # GGUF metadata overrides (hashable)
 
 
 # ---------------------------------------------------------------------------- the probe
@@ -165,6 +166,8 @@ def load_llama(path: str | os.PathLike, options: LoadOptions):
     )
     if options.n_threads:
         kwargs.update(n_threads=options.n_threads, n_threads_batch=options.n_threads)
+    if options.kv_overrides:
+        kwargs.update(kv_overrides=dict(options.kv_overrides))
     if use_extra_bufts(options.extra_bufts):
         return Llama(**kwargs)
     with _model_params_without_extra_bufts():

@@ -40,7 +40,11 @@ def test_moe_equals_llama_cpp_converter(outtype, checkpoint, converted, llama_cp
     folder = checkpoint("phi-3.5-moe")  # hub layout: llama.cpp only knows "PhiMoEForCausalLM"
     ours = gguf.GGUFReader(converted("phi-3.5-moe", outtype))
     theirs = gguf.GGUFReader(run_llama_cpp_converter(llama_cpp_tree, folder, tmp_path / "ref.gguf", outtype))
-    assert fields(ours) == fields(theirs)
+    ours_f, theirs_f = fields(ours), fields(theirs)
+    # One deliberate difference: our general.name keeps the hyphen of "Phi-3" (the tokenizer marks its
+    # specials rstrip, which llama.cpp honours only for models named like Phi-3); see phi3_marked_name.
+    assert ours_f.pop("general.name")[1] == theirs_f.pop("general.name")[1].replace("Phi 3", "Phi-3", 1)
+    assert ours_f == theirs_f
     ours_t, theirs_t = tensors(ours), tensors(theirs)
     assert sorted(ours_t) == sorted(theirs_t)
     for name in theirs_t:

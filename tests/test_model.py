@@ -197,3 +197,50 @@ def test_doctor_reports_build_probe_and_files(registered, llm_cli, tmp_path):
     moved.unlink()
     r = llm_cli("phi", "doctor")
     assert r.exit_code == 1 and "MISSING gone" in r.output
+
+
+DEMO = Path(__file__).resolve().parents[1] / "llm_phi_gguf" / "demo"
+
+
+@pytest.fixture(scope="module")
+def hub_style_phi35(tmp_path_factory):
+    """The demo checkpoint with a tokenizer.json laid out like the hub's Phi-3.5 one (prepend "▁"
+    to every text segment, no pre-tokenizer) and Phi-3.5's rstrip flags on its special tokens."""
+    import shutil
+
+    from tokenizers import Tokenizer, normalizers
+
+    folder = tmp_path_factory.mktemp("phi35") / "Phi-3.5-demo"
+    shutil.copytree(DEMO, folder)
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    tok.pre_tokenizer = None
+    tok.save(str(folder / "tokenizer.json"))
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    assert all(t["rstrip"] for t in config["added_tokens_decoder"].values() if t["content"] == "<|end|>")
+    return folder
+
+
+@pytest.mark.parametrize("source", ["ours", "llama.cpp"])
+def test_phi3_whitespace_rule_matches_hub_tokenizer(source, hub_style_phi35, llama_cpp_tree, tmp_path):
+    """Phi-3's hub tokenizer absorbs whitespace after <|user|>, <|end|>... (rstrip); llama.cpp does
+    so only for models whose general.name says Phi-3. Our converter names them so, and our runtime
+    tells llama.cpp so for GGUFs converted elsewhere: either way the prompt tokens equal transformers'."""
+    from transformers import AutoTokenizer
+
+    from llm_phi_gguf.convert import convert_checkpoint
+    from llm_phi_gguf.gguf_info import read_gguf
+
+    path = tmp_path / "demo.gguf"
+    if source == "ours":
+        convert_checkpoint(hub_style_phi35, path, outtype="f16", progress=False)
+        assert "phi-3" in read_gguf(path).name.lower()
+    else:
+        subprocess.run([sys.executable, str(llama_cpp_tree / "convert_hf_to_gguf.py"), str(hub_style_phi35),
+                        "--outfile", str(path), "--outtype", "f16"], check=True, capture_output=True)
+        assert not any(m in read_gguf(path).name.lower() for m in ("phi-3", "phi3"))
+    model = llm.get_model(store.register_file(path, alias=f"demo-{source}").alias)
+    expected = AutoTokenizer.from_pretrained(str(hub_style_phi35)).apply_chat_template(CONVO, tokenize=True, add_generation_prompt=True)
+    expected = list(expected["input_ids"] if hasattr(expected, "keys") else expected)
+    prompt = llm.Prompt(None, model=model, options=model.Options(), messages=_messages(CONVO))
+    assert model.prepare(prompt)[1] == expected
