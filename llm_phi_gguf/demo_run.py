@@ -13,6 +13,10 @@ from pathlib import Path
 DEMO_ALIAS = "phi-demo"
 
 
+def demo_source() -> Path:
+    return Path(str(resources.files("llm_phi_gguf.demo")))
+
+
 def demo_dir() -> Path:
     from .store import registry_dir
 
@@ -21,58 +25,53 @@ def demo_dir() -> Path:
     return path
 
 
+def _fresh(output: Path, source: Path) -> bool:
+    """An earlier output is reused only if it is newer than the shipped checkpoint."""
+    return output.exists() and output.stat().st_mtime >= (source / "model.safetensors").stat().st_mtime
+
+
+def _step(echo, label: str, work) -> None:
+    echo(label)
+    t = time.perf_counter()
+    work()
+    echo(f"      done in {time.perf_counter() - t:.1f} s")
+
+
 def build_demo(force: bool, echo) -> Path:
-    """Convert and quantize the shipped checkpoint; reuse earlier outputs unless force."""
+    """Convert and quantize the shipped checkpoint into the user dir; returns the Q4_K_M file."""
     from .convert import convert_checkpoint
     from .quantize import quantize_file
 
-    out = demo_dir()
+    src, out = demo_source(), demo_dir()
     f16, q4 = out / "phi-demo_F16.gguf", out / "phi-demo_Q4_K_M.gguf"
-    with resources.as_file(resources.files("llm_phi_gguf.demo")) as src:
-        if force or not f16.exists():
-            echo(f"[1/4] Converting the demo checkpoint ({src}) to {f16.name}")
-            t = time.perf_counter()
-            convert_checkpoint(src, f16, outtype="f16", force=True, progress=False)
-            echo(f"      done in {time.perf_counter() - t:.1f} s")
-        else:
-            echo(f"[1/4] Reusing {f16}")
-    if force or not q4.exists():
-        echo(f"[2/4] Quantizing to Q4_K_M with llama.cpp -> {q4.name}")
-        t = time.perf_counter()
-        quantize_file(f16, q4, "Q4_K_M", force=True, progress=False)
-        echo(f"      done in {time.perf_counter() - t:.1f} s")
+    if force or not _fresh(f16, src):
+        _step(echo, f"[1/4] Converting {src} -> {f16.name} (our converter)",
+              lambda: convert_checkpoint(src, f16, outtype="f16", force=True, progress=False))
+    else:
+        echo(f"[1/4] Reusing {f16}")
+    if force or not _fresh(q4, src) or q4.stat().st_mtime < f16.stat().st_mtime:
+        _step(echo, f"[2/4] Quantizing -> {q4.name} (llama.cpp's quantizer, Q4_K_M)",
+              lambda: quantize_file(f16, q4, "Q4_K_M", force=True, progress=False))
     else:
         echo(f"[2/4] Reusing {q4}")
     return q4
 
 
-def run_demo(prompt: str, force: bool = False, echo=print) -> str:
+def run_demo(prompt: str, force: bool = False, echo=None) -> str:
+    """Build, register and run the demo; streams the answer through `echo(text, nl=...)`."""
+    import click
     import llm
 
     from . import store
 
+    echo = echo or click.echo
     q4 = build_demo(force, echo)
     entry = store.register_file(q4, alias=DEMO_ALIAS, force=True)
     echo(f"[3/4] Registered {entry.path} as {entry.alias} ({entry.family}, {entry.quant}, {entry.size / 1e6:.1f} MB)")
-    echo(f'[4/4] llm -m {DEMO_ALIAS} "{prompt}"')
-    model = llm.get_model(DEMO_ALIAS)
-    response = model.prompt(prompt, temperature=0)
-    answer = []
-    for chunk in response:
-        answer.append(chunk)
-        echo(chunk, nl=False) if _accepts_nl(echo) else None
-    text = "".join(answer)
-    if not _accepts_nl(echo):
-        echo(text)
-    else:
-        echo("")
-    return text
-
-
-def _accepts_nl(echo) -> bool:
-    import inspect
-
-    try:
-        return "nl" in inspect.signature(echo).parameters
-    except (TypeError, ValueError):
-        return False
+    echo(f'[4/4] llm -m {DEMO_ALIAS} -o temperature 0 "{prompt}"\n')
+    chunks = []
+    for chunk in llm.get_model(DEMO_ALIAS).prompt(prompt, temperature=0):
+        chunks.append(chunk)
+        echo(chunk, nl=False)
+    echo("")
+    return "".join(chunks)
