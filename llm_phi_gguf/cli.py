@@ -6,7 +6,6 @@ Every PhiError becomes a one-line click.ClickException; Ctrl-C ends with a short
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from pathlib import Path
@@ -14,22 +13,7 @@ from pathlib import Path
 import click
 from click_default_group import DefaultGroup
 
-from .errors import PhiError
-
-
-def one_line_errors(fn):
-    """Turn our errors (and Ctrl-C) into a one-line message instead of a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except PhiError as e:
-            raise click.ClickException(str(e)) from None
-        except KeyboardInterrupt:
-            raise click.ClickException("Interrupted; no partial output was kept") from None
-
-    return wrapper
+from .errors import PhiError, one_line_errors
 
 
 def human_size(n: int) -> str:

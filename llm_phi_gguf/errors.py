@@ -1,4 +1,4 @@
-"""Typed errors. Every stage raises one of these with a one-line message (and, where there is one,
+"""Typed errors, and the decorator that shows them to CLI users as one line. Every stage raises one of these with a one-line message (and, where there is one,
 a hint for the next step); the CLI turns them into click.ClickException so users never see a
 traceback."""
 
@@ -48,3 +48,21 @@ class HubError(PhiError):
 
 class OllamaError(PhiError):
     """The Ollama server refused a request or is unreachable."""
+
+
+def one_line_errors(fn):
+    """For click commands: PhiError (and Ctrl-C) become a one-line click.ClickException."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        import click
+
+        try:
+            return fn(*args, **kwargs)
+        except PhiError as e:
+            raise click.ClickException(str(e)) from None
+        except KeyboardInterrupt:
+            raise click.ClickException("Interrupted; no partial output was kept") from None
+
+    return wrapper

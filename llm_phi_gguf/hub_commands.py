@@ -5,25 +5,13 @@ Imported when `llm` starts: huggingface_hub and the stages load inside the comma
 
 from __future__ import annotations
 
-import functools
-
 import click
+
+from .errors import one_line_errors
 
 
 def register_hub_commands(phi) -> None:
     phi.add_command(download_cmd)
-
-
-def _lazy_one_line_errors(fn):
-    """cli.one_line_errors, looked up at call time (cli imports this module while it loads)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from .cli import one_line_errors
-
-        return one_line_errors(fn)(*args, **kwargs)
-
-    return wrapper
 
 
 @click.command(name="download")
@@ -36,7 +24,7 @@ def _lazy_one_line_errors(fn):
 @click.option("--keep-source", is_flag=True,
               help="Keep a checkpoint's downloaded safetensors in the Hugging Face cache after quantizing")
 @click.option("--force", is_flag=True, help="Rebuild the quantized file and replace an existing alias")
-@_lazy_one_line_errors
+@one_line_errors
 def download_cmd(repo_id, quant, file, revision, alias, keep_source, force):
     """Download a Phi model from Hugging Face and register it with llm
 

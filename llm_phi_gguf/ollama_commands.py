@@ -1,29 +1,20 @@
 """`llm phi ollama ...`: write Modelfiles, push models to an Ollama server, list what is there.
 
 The work is done by llm_phi_gguf.ollama; this module only maps options to calls and turns
-PhiError into click.ClickException (one line, exit status 1)."""
+PhiError into click.ClickException (one line, exit status 1) with errors.one_line_errors."""
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import click
 
-from .errors import PhiError
+from .errors import one_line_errors
 
 _system = click.option("--system", help="System prompt stored in the model (replaces the family's)")
 _params = click.option("-p", "--parameter", "parameters", multiple=True, metavar="NAME=VALUE",
                        help="Ollama parameter, e.g. -p temperature=0.7 (stop values add to the family's)")
 _host = click.option("--host", help="Ollama server URL (default: OLLAMA_HOST, else http://127.0.0.1:11434)")
-
-
-@contextlib.contextmanager
-def _errors():
-    try:
-        yield
-    except PhiError as e:
-        raise click.ClickException(str(e)) from None
 
 
 @click.group()
@@ -37,20 +28,20 @@ def ollama():
 @click.option("--force", is_flag=True, help="Overwrite FILE")
 @_system
 @_params
+@one_line_errors
 def modelfile(model, output, force, system, parameters):
     """Print a complete Modelfile for MODEL (an alias or a GGUF path)."""
     from . import ollama as api
     from .files import atomic_output, check_output_path
 
-    with _errors():
-        text = api.modelfile_text(api.build_export(model, system, parameters))
-        if output is None:
-            click.echo(text, nl=False)
-            return
-        out = check_output_path(output, force)
-        with atomic_output(out, force=force) as tmp:
-            tmp.write_text(text, "utf-8")
-        click.echo(f"Wrote {out}", err=True)
+    text = api.modelfile_text(api.build_export(model, system, parameters))
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    out = check_output_path(output, force)
+    with atomic_output(out, force=force) as tmp:
+        tmp.write_text(text, "utf-8")
+    click.echo(f"Wrote {out}", err=True)
 
 
 @ollama.command()
@@ -60,12 +51,12 @@ def modelfile(model, output, force, system, parameters):
 @_system
 @_params
 @click.option("--verify/--no-verify", default=False, help="Run a one-token generate after creating")
+@one_line_errors
 def push(model, name, host, system, parameters, verify):
     """Upload MODEL to an Ollama server and create NAME from it."""
     from . import ollama as api
 
-    with _errors():
-        result = api.push(model, name, host, system, parameters, verify, echo=click.echo)
+    result = api.push(model, name, host, system, parameters, verify, echo=click.echo)
     for note in result.notes:
         click.echo(f"Note: {note}")
     click.echo(f"Created {result.name} ({result.bytes_sent} bytes uploaded); run: ollama run {result.name}")
@@ -73,12 +64,12 @@ def push(model, name, host, system, parameters, verify):
 
 @ollama.command(name="list")
 @_host
+@one_line_errors
 def list_(host):
     """Show which registered models exist on the Ollama server (matched by digest)."""
     from . import ollama as api
 
-    with _errors():
-        rows = api.registered_on_server(host)
+    rows = api.registered_on_server(host)
     if not rows:
         click.echo("No registered models")
     for alias, digest, names in rows:

@@ -18,8 +18,9 @@ N_EMBD, N_FF, N_HEAD = 256, 512, 4
 def _vocab(n_vocab: int | None = None) -> tuple[list[str], list[int]]:
     tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + ["▁a", "▁b", "a", "b"]
     types = [2, 3, 3] + [6] * 256 + [1] * 4  # unknown, control, byte, normal
-    pad = max(0, (n_vocab or 0) - len(tokens))
-    return tokens + [f"[PAD{i}]" for i in range(len(tokens), len(tokens) + pad)], types + [5] * pad
+    # filler up to n_vocab: normal, printable pieces, so a random model's output is visible text
+    fill = max(0, (n_vocab or 0) - len(tokens))
+    return tokens + [f"\u2581w{i}" for i in range(len(tokens), len(tokens) + fill)], types + [1] * fill
 
 
 def write_random_phi3(

@@ -6,27 +6,16 @@ and gguf inside their functions).
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import click
+
+from .errors import one_line_errors
 
 
 def register_quantize_commands(phi, quantize) -> None:
     quantize.add_command(run_cmd)
     quantize.add_command(imatrix_cmd)
-
-
-def _lazy_one_line_errors(fn):
-    """cli.one_line_errors, looked up at call time (cli imports this module while it loads)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from .cli import one_line_errors
-
-        return one_line_errors(fn)(*args, **kwargs)
-
-    return wrapper
 
 
 @click.command(name="run")
@@ -47,7 +36,7 @@ def _lazy_one_line_errors(fn):
 @click.option("--allow-requantize", is_flag=True, help="Allow an already-quantized GGUF as SRC")
 @click.option("--no-report", is_flag=True, help="Skip the quality report (perplexity, KL divergence)")
 @click.option("--force", is_flag=True, help="Overwrite outputs and replace aliases")
-@_lazy_one_line_errors
+@one_line_errors
 def run_cmd(src, qtypes, out, alias, no_register, imatrix, calibration, eval_text, keep_f16, threads,
             allow_requantize, no_report, force):
     "Quantize SRC (Hugging Face folder, f16/bf16/f32 GGUF, or repo id) to one or more types"
@@ -81,7 +70,7 @@ def run_cmd(src, qtypes, out, alias, no_register, imatrix, calibration, eval_tex
 @click.option("--n-ctx", type=click.IntRange(min=32), default=512, show_default=True, help="Tokens per chunk")
 @click.option("--threads", type=click.IntRange(min=1), help="Threads (default: llama.cpp's)")
 @click.option("--force", is_flag=True, help="Overwrite OUT")
-@_lazy_one_line_errors
+@one_line_errors
 def imatrix_cmd(model, text, out, chunks, n_ctx, threads, force):
     "Compute an importance matrix for MODEL (llama.cpp's GGUF imatrix format)"
     from .files import check_output_path
