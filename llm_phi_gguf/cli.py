@@ -49,6 +49,11 @@ def register(path, alias, family, template, gpu_layers, n_ctx, force):
         path, alias=alias, family=family, template=template, gpu_layers=gpu_layers, n_ctx=n_ctx, force=force
     )
     click.echo(f"Registered {entry.path} as {entry.alias} ({entry.family}, {entry.quant})")
+    if n_ctx:
+        from .chat import gguf_metadata
+        from .model import warn_context
+
+        warn_context(gguf_metadata(entry.path), n_ctx)
     click.echo(f'Try: llm -m {entry.alias} "Can you introduce .NET"')
 
 

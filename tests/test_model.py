@@ -244,3 +244,16 @@ def test_phi3_whitespace_rule_matches_hub_tokenizer(source, hub_style_phi35, lla
     expected = list(expected["input_ids"] if hasattr(expected, "keys") else expected)
     prompt = llm.Prompt(None, model=model, options=model.Options(), messages=_messages(CONVO))
     assert model.prepare(prompt)[1] == expected
+
+
+def test_register_warns_when_n_ctx_exceeds_training(converted, llm_cli):
+    r = llm_cli("phi", "register", converted("phi-4", "f16"), "--alias", "big", "--n-ctx", "99999")
+    assert r.exit_code == 0
+    assert "larger than the model's trained context 16384" in r.stderr and "plain RoPE" in r.stderr
+
+
+def test_llm_aliases_work(registered, llm_cli):
+    alias = registered("phi-4")
+    assert llm_cli("aliases", "set", "myphi", store.model_id(alias)).exit_code == 0
+    r = llm_cli("-m", "myphi", "hi", "-o", "max_tokens", "2", "-o", "temperature", "0")
+    assert r.exit_code == 0, r.output
