@@ -85,7 +85,27 @@ def _find(cfg: dict, *keys: str, default: Any = KeyError) -> Any:
     return default
 
 
+# Bounds on config values, checked before anything is sized from them: GGUF stores these
+# counts as uint32, and a huge layer count would make the tensor-name map loop for hours.
+U32_MAX = 2**32 - 1
+
+
+def _count(name: str, value: Any, lo: int = 1, hi: int = U32_MAX) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConversionError(f"config.json: {name} is {str(value)[:40]!r}; expected a whole number in {lo}..{hi}")
+    return value
+
+
+def _real(name: str, value: Any, lo: float = 0.0, hi: float = math.inf) -> float:
+    """A finite number in (lo, hi]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (lo < value <= hi and math.isfinite(value)):
+        raise ConversionError(f"config.json: {name} is {str(value)[:40]!r}; expected a number in ({lo}, {hi}]")
+    return float(value)
+
+
 def load_params(folder: Path) -> Params:
+    from .gguf_info import MAX_EXPERTS, MAX_LAYERS
+
     path = folder / "config.json"
     if not path.is_file():
         raise ConversionError(f"No config.json in {folder}")
@@ -93,8 +113,12 @@ def load_params(folder: Path) -> Params:
         cfg = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ConversionError(f"config.json is not valid JSON: {e}") from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("text_config") or {}, dict):
+        raise ConversionError("config.json is not a JSON object (with an object text_config)")
     cfg = {**cfg, **(cfg.get("text_config") or {})}
     archs = cfg.get("architectures") or ["(none)"]
+    if not isinstance(archs, list) or not isinstance(archs[0], str):
+        raise ConversionError(f"config.json: architectures is {str(archs)[:40]!r}; expected a list of names")
     if archs[0] not in SUPPORTED:
         raise ConversionError(
             f"Architecture {archs[0]} is not supported; supported: {', '.join(SUPPORTED)}"
@@ -102,33 +126,41 @@ def load_params(folder: Path) -> Params:
     arch = SUPPORTED[archs[0]]
     # Hub configs say rope_scaling (+ top-level rope_theta...), new ones rope_parameters: merge
     # the top-level values in, as llama.cpp does, so both layouts read the same.
-    rope = dict(cfg.get("rope_parameters") or cfg.get("rope_scaling") or {})
+    rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    if not isinstance(rope, dict):
+        raise ConversionError("config.json: rope_scaling / rope_parameters is not a JSON object")
+    rope = dict(rope)
     for key in ("rope_theta", "partial_rotary_factor", "original_max_position_embeddings"):
         if rope.get(key) is None and cfg.get(key) is not None:
             rope[key] = cfg[key]
     if "rope_type" not in rope and "type" in rope:
         rope["rope_type"] = rope["type"]
-    n_embd = _find(cfg, "hidden_size", "n_embd")
-    n_head = _find(cfg, "num_attention_heads", "n_head")
-    ctx = _find(cfg, "n_positions", "max_position_embeddings")
-    rot_pct = rope.get("partial_rotary_factor", 1.0)
+    n_embd = _count("hidden_size", _find(cfg, "hidden_size", "n_embd"))
+    n_head = _count("num_attention_heads", _find(cfg, "num_attention_heads", "n_head"))
+    ctx = _count("max_position_embeddings", _find(cfg, "n_positions", "max_position_embeddings"))
+    rot_pct = _real("partial_rotary_factor", rope.get("partial_rotary_factor", 1.0), hi=1.0)
+    n_expert = _count("num_local_experts", _find(cfg, "num_local_experts", "num_experts", default=0), 0, MAX_EXPERTS)
     p = Params(
         arch=arch,
         hf_arch=archs[0],
-        n_layer=_find(cfg, "n_layers", "num_hidden_layers", "n_layer", "num_layers"),
+        n_layer=_count("num_hidden_layers", _find(cfg, "n_layers", "num_hidden_layers", "n_layer", "num_layers"),
+                       hi=MAX_LAYERS),
         n_embd=n_embd,
         n_head=n_head,
-        n_head_kv=n_head if arch == "phi2" else _find(cfg, "num_key_value_heads", "n_head_kv"),
-        n_ff=_find(cfg, "intermediate_size", default=4 * n_embd),
-        n_vocab=_find(cfg, "vocab_size"),
+        n_head_kv=n_head if arch == "phi2" else _count("num_key_value_heads",
+                                                       _find(cfg, "num_key_value_heads", "n_head_kv")),
+        n_ff=_count("intermediate_size", _find(cfg, "intermediate_size", default=4 * n_embd)),
+        n_vocab=_count("vocab_size", _find(cfg, "vocab_size")),
         ctx=ctx,
-        orig_ctx=rope.get("original_max_position_embeddings") or ctx,
-        eps=_find(cfg, "layer_norm_epsilon", "layer_norm_eps") if arch == "phi2" else _find(cfg, "rms_norm_eps"),
-        rope_theta=rope.get("rope_theta", 10000.0),
+        orig_ctx=_count("original_max_position_embeddings", rope.get("original_max_position_embeddings") or ctx),
+        eps=_real("norm epsilon", _find(cfg, "layer_norm_epsilon", "layer_norm_eps") if arch == "phi2"
+                  else _find(cfg, "rms_norm_eps")),
+        rope_theta=_real("rope_theta", rope.get("rope_theta", 10000.0)),
         n_rot=int(rot_pct * n_embd) // n_head,
-        sliding_window=cfg.get("sliding_window") or 0,
-        n_expert=_find(cfg, "num_local_experts", "num_experts", default=0),
-        n_expert_used=_find(cfg, "num_experts_per_tok", "num_experts_per_token", default=0),
+        sliding_window=_count("sliding_window", cfg.get("sliding_window") or 0, 0),
+        n_expert=n_expert,
+        n_expert_used=_count("num_experts_per_tok",
+                             _find(cfg, "num_experts_per_tok", "num_experts_per_token", default=0), 0, MAX_EXPERTS),
         rope=rope,
         raw=cfg,
     )
@@ -184,11 +216,16 @@ def longrope(p: Params) -> tuple[float, list[float], list[float]] | None:
     kind = str(p.rope.get("rope_type") or "").lower()
     if kind not in ATTN_FACTOR:
         raise ConversionError(f"config.json: rope scaling type {kind or '(missing)'!r} is not supported with long_factor")
-    if not short_f or len(long_f) != len(short_f) or len(long_f) * 2 != p.n_rot:
+    if (not isinstance(long_f, list) or not isinstance(short_f, list) or len(long_f) != len(short_f)
+            or len(long_f) * 2 != p.n_rot):
         raise ConversionError(f"config.json: LongRoPE long/short factors must both have {p.n_rot // 2} entries")
     scale = p.ctx / p.orig_ctx
-    attn = ATTN_FACTOR[kind](scale, p.orig_ctx) if scale > 1.0 else 1.0
-    return attn, [float(x) for x in long_f], [float(x) for x in short_f]
+    try:
+        attn = ATTN_FACTOR[kind](scale, p.orig_ctx) if scale > 1.0 else 1.0
+    except (ValueError, ZeroDivisionError):  # original context 1: log(1) = 0
+        raise ConversionError(f"config.json: original_max_position_embeddings {p.orig_ctx} is too small") from None
+    return (attn, [_real("long_factor", x, -math.inf) for x in long_f],
+            [_real("short_factor", x, -math.inf) for x in short_f])
 
 
 # ---- tensors ---------------------------------------------------------------------------------
@@ -417,7 +454,10 @@ def build_writer(src: Path, p: Params, planned: list[Planned], ftype: int):
     for t in planned:
         w.add_tensor_info(t.name, t.shape, np.dtype(np.float32), t.nbytes, raw_dtype=gguf.GGMLQuantizationType(t.qtype))
     total, shared, expert, n_expert = w.get_total_parameter_count()
-    meta = gguf.Metadata.load(None, src, None, total)
+    try:
+        meta = gguf.Metadata.load(None, src, None, total)
+    except (AttributeError, TypeError, ValueError) as e:  # it trusts config.json's types (_name_or_path...)
+        raise ConversionError(f"config.json / model card metadata is malformed: {type(e).__name__}: {e}") from None
     meta.name = phi3_marked_name(meta.name or src.name, src)
     if meta.size_label is None and total > 0:
         meta.size_label = gguf.size_label(total, shared, expert, n_expert)

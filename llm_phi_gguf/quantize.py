@@ -134,14 +134,14 @@ class LogReader:
 
     def feed(self, line: str) -> None:
         self.tail.append(line)
+        if failed := FAILED_LINE.search(line):  # may share a line with the tensor being written
+            self.failure = failed[1].strip()
         if m := PROGRESS_LINE.match(line):
             if self.on_progress:
                 self.on_progress(int(m[1]), int(m[2]), m[3])
         elif m := FALLBACK_LINE.search(line):
             self.fallbacks.append(Fallback(m[1], m[4], m[5], int(m[2])))
-        elif m := FAILED_LINE.search(line):
-            self.failure = m[1].strip()
-        elif self.assertion is None and ("GGML_ASSERT" in line or "GGML_ABORT" in line):
+        elif not failed and self.assertion is None and ("GGML_ASSERT" in line or "GGML_ABORT" in line):
             self.assertion = line[line.find("GGML_"):].strip()
 
     def crash_detail(self) -> str:
@@ -191,7 +191,9 @@ def _failure(rc: int, reader: LogReader, src: Path, qname: str) -> QuantizationE
         return QuantizationError(f"llama.cpp crashed ({sig}) while quantizing {what}; no file was written "
                                  f"(last message: {reader.crash_detail()})")
     if reader.failure:
-        return QuantizationError(f"llama.cpp could not quantize {what}: {reader.failure}")
+        # libstdc++'s message when a write fails (ENOSPC, EIO, EFBIG), which is all llama.cpp says
+        hint = "writing the output failed: check the free disk space" if "iostream error" in reader.failure else None
+        return QuantizationError(f"llama.cpp could not quantize {what}: {reader.failure}", hint=hint)
     return QuantizationError(f"Quantizing {what} failed with exit status {rc}: {reader.crash_detail()}")
 
 

@@ -75,7 +75,7 @@ def _entry(path: Path, name: str, info, base: int, size: int) -> TensorEntry:
         dtype, shape, (begin, end) = info["dtype"], tuple(info["shape"]), info["data_offsets"]
     except (TypeError, KeyError, ValueError):
         raise ConversionError(bad) from None
-    if dtype not in DTYPES:
+    if not isinstance(dtype, str) or dtype not in DTYPES:  # a list/dict dtype is unhashable
         raise ConversionError(f"{path.name}: tensor {name!r} has dtype {dtype}; only F32, F16 and BF16 are supported")
     if not all(isinstance(d, int) and d >= 0 for d in shape) or not all(isinstance(o, int) for o in (begin, end)):
         raise ConversionError(bad)

@@ -19,6 +19,8 @@ from .errors import TemplateError
 MAX_OUTPUT_CHARS = 4_000_000  # a real prompt is far below this; a runaway template is not
 MAX_RANGE_ITEMS = 100_000  # total range() items over one rendering
 MAX_REPEAT_CHARS = 1_000_000  # largest string/list one `*` may build
+MAX_LOOP_ITEMS = 1_000_000  # total items over all {% for %} loops of one rendering
+LOOP_BUDGET = "__phi_loop_budget__"  # the name every {% for %} iterable is wrapped in
 
 
 def _jinja():
@@ -49,6 +51,14 @@ def _jinja():
                 if left * len(right) > MAX_REPEAT_CHARS:
                     raise TemplateError("Chat template builds a string too large to allow")
             return super().call_binop(context, operator, left, right)
+
+        def _parse(self, source, name, filename):
+            # Loops over anything but range() (e.g. 'a' * 999999, nested) are bounded too.
+            tree = super()._parse(source, name, filename)
+            for loop in list(tree.find_all(nodes.For)):
+                loop.iter = nodes.Call(nodes.Name(LOOP_BUDGET, "load"), [loop.iter], [], None, None,
+                                       lineno=loop.lineno)
+            return tree
 
     return jinja2, BoundedSandbox, GenerationBlock
 
@@ -83,6 +93,18 @@ class _RangeBudget:
         if self.left < 0:
             raise TemplateError("Chat template loops too long (range budget exceeded)")
         return r
+
+
+class _LoopBudget:
+    def __init__(self):
+        self.left = MAX_LOOP_ITEMS
+
+    def __call__(self, iterable):
+        for item in iterable:
+            self.left -= 1
+            if self.left < 0:
+                raise TemplateError("Chat template loops too long (loop budget exceeded)")
+            yield item
 
 
 @lru_cache(maxsize=32)
@@ -125,6 +147,7 @@ def render(
         "eos_token": eos_token,
         "range": _RangeBudget(),
         **extra,
+        LOOP_BUDGET: _LoopBudget(),
     }
     out: list[str] = []
     size = 0

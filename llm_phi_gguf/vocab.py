@@ -111,7 +111,7 @@ def sentencepiece_vocab(folder: Path, vocab_size: int | None, tok_config: dict) 
             raise ConversionError(f"Added token {tok['content']!r} has id {i}, beyond the model's vocab_size {n}")
         tokens[i], scores[i] = tok["content"], -1000.0
         types[i] = CONTROL if tok.get("special") else USER_DEFINED
-    special = gguf.SpecialVocab(folder, n_vocab=n)
+    special = _special_vocab(folder, n_vocab=n)
     _plain_template_adds_nothing(special, _json(folder / "tokenizer.json"))
     return Vocab("llama", "default", tokens, types, scores, special)
 
@@ -211,7 +211,7 @@ def bpe_vocab(folder: Path, arch: str, vocab_size: int | None) -> Vocab:
         else:
             tokens.append(text)
             types.append(NORMAL)
-    special = gguf.SpecialVocab(folder, load_merges=True)
+    special = _special_vocab(folder, load_merges=True)
     if not special.merges:
         raise ConversionError(f"Unknown tokenizer in {folder}: BPE tokenizer.json has no merges")
     return Vocab("gpt2", pre, tokens, types, None, special)
@@ -239,6 +239,16 @@ def looks_special(text: str) -> bool:
         or (text.startswith("<\uff5c") and text.endswith("\uff5c>"))
         or (text.startswith("<unused") and text.endswith(">"))
     )
+
+
+def _special_vocab(folder: Path, **kwargs):
+    """gguf.SpecialVocab, whose ValueError on a bad id in config.json (e.g. bos_token_id -1) becomes ours."""
+    import gguf
+
+    try:
+        return gguf.SpecialVocab(folder, **kwargs)
+    except ValueError as e:
+        raise ConversionError(f"Special tokens in {folder.name}: {e}") from None
 
 
 def _json(path: Path) -> Any:
