@@ -40,7 +40,7 @@ F32, F16, BF16, Q8_0 = 0, 1, 30, 8
 # bytes per element (F32/F16/BF16) or per 32-element block (Q8_0)
 TYPE_SIZE = {F32: (1, 4), F16: (1, 2), BF16: (1, 2), Q8_0: (32, 34)}
 
-CHUNK_BYTES = 64 * 2**20  # f32 working-set bound per chunk while converting
+CHUNK_BYTES = 16 * 2**20  # f32 working set per chunk: small enough to stay in cache, large enough to amortise
 
 # HF tensors nobody needs (buffers saved by old transformers versions).
 SKIP_SUFFIXES = (".attention.masked_bias", ".attention.bias", ".rotary_emb.inv_freq")
@@ -379,11 +379,9 @@ def chunks(t: Planned) -> Iterator[Any]:
         yield np.asarray(t.values, dtype=np.float32)
         return
     for src in t.sources:
-        raw = src.array()
-        rows = raw.reshape(-1, raw.shape[-1]) if raw.ndim > 1 else raw.reshape(1, -1)
-        step = max(1, CHUNK_BYTES // (4 * rows.shape[1]))
-        for i in range(0, rows.shape[0], step):
-            yield _convert(rows[i : i + step], src.dtype, t.qtype)
+        step = max(1, CHUNK_BYTES // (4 * max(src.shape[-1] if src.shape else 1, 1)))
+        for rows in src.iter_rows(step):
+            yield _convert(rows, src.dtype, t.qtype)
 
 
 def _convert(block, src_dtype: str, qtype: int):
@@ -490,14 +488,56 @@ def _write_data(fout, align: int, planned: list[Planned], progress: bool) -> Non
     with tqdm(total=sum(t.nbytes for t in planned), unit="B", unit_scale=True, desc="Writing",
               disable=not progress, leave=False) as bar:
         for t in planned:
-            written = 0
-            for chunk in chunks(t):
-                fout.write(memoryview(chunk).cast("B"))
-                written += chunk.nbytes
-                bar.update(chunk.nbytes)
+            written = _copy_in_kernel(fout, t, bar) if _same_bits(t) else None
+            if written is None:
+                written = 0
+                for chunk in chunks(t):
+                    fout.write(memoryview(chunk).cast("B"))
+                    written += chunk.nbytes
+                    bar.update(chunk.nbytes)
             if written != t.nbytes:  # a planning bug must never produce a silently corrupt file
                 raise ConversionError(f"Internal error: {t.name} wrote {written} bytes, planned {t.nbytes}")
             fout.write(b"\0" * (-written % align))
+
+
+def _same_bits(t: Planned) -> bool:
+    """The output bytes are the source bytes (same dtype, nothing generated)."""
+    return t.values is None and all((s.dtype, t.qtype) in _SAME_BITS for s in t.sources)
+
+
+_SAME_BITS = {("F32", F32), ("F16", F16), ("BF16", BF16)}
+
+
+def _copy_in_kernel(fout, t: Planned, bar) -> int | None:
+    """Copy the tensor's bytes file to file inside the kernel (copy_file_range, as `cp` does):
+    no page passes through Python. None where the platform or file systems cannot; the caller
+    then streams the bytes itself."""
+    import errno
+    import os
+
+    if not hasattr(os, "copy_file_range"):
+        return None
+    fout.flush()
+    start = fout.tell()
+    try:
+        for src in t.sources:
+            with open(src.path, "rb") as f:
+                offset, left = src.offset, src.nbytes
+                while left:
+                    n = os.copy_file_range(f.fileno(), fout.fileno(), min(left, 1 << 30), offset)
+                    if n == 0:
+                        raise ConversionError(f"{src.path.name} ended inside tensor {src.name} (truncated?)")
+                    offset, left = offset + n, left - n
+                    bar.update(n)
+    except OSError as e:
+        if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.EBADF):
+            raise
+        os.lseek(fout.fileno(), start, os.SEEK_SET)  # nothing copied counts: redo it the slow way
+        fout.seek(start)
+        fout.truncate()
+        return None
+    fout.seek(0, os.SEEK_END)  # the buffered writer catches up with what the kernel appended
+    return fout.tell() - start
 
 
 def convert_checkpoint(src, out, outtype: str = "auto", force: bool = False, progress: bool = True) -> Path:

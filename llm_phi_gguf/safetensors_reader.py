@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,30 @@ class TensorEntry:
     path: Path
     offset: int  # absolute byte offset in the file
     nbytes: int
+
+    def iter_rows(self, step: int):
+        """The tensor as (rows, last dim) blocks of at most `step` rows, straight from a map of
+        the file. Pages of a block are dropped from this process once the caller has moved on,
+        so resident memory stays at about one block, not the whole tensor (the kernel keeps them
+        in its page cache)."""
+        import mmap
+
+        import numpy as np
+
+        dtype = np.dtype(DTYPES[self.dtype][0])
+        cols = self.shape[-1] if self.shape else 1
+        n_rows = self.nbytes // (dtype.itemsize * cols) if cols else 0
+        row_bytes = cols * dtype.itemsize
+        with open(self.path, "rb") as f:
+            if self.offset + self.nbytes > os.fstat(f.fileno()).st_size:
+                raise ConversionError(f"{self.path.name} ended inside tensor {self.name} (truncated?)")
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        for i in range(0, n_rows, step):
+            n = min(step, n_rows - i)
+            start = self.offset + i * row_bytes
+            yield np.frombuffer(mm, dtype=dtype, count=n * cols, offset=start).reshape(n, cols)
+            page = start - start % mmap.PAGESIZE
+            mm.madvise(mmap.MADV_DONTNEED, page, start + n * row_bytes - page)
 
     def array(self):
         """The tensor as a read-only numpy memmap of its raw bits (uint16 for BF16)."""
