@@ -15,18 +15,12 @@ DEMO = REPO / "llm_phi_gguf" / "demo"
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 REFERENCE_TEMPLATE = SHARED / "reference" / "chat-templates" / "Phi-3.5-mini-instruct.jinja"
 
+# Phi-3.5-mini-instruct's added tokens in hub id order (32000..32010), from the shared facts.
+_FACTS = json.loads((SHARED / "reference" / "chat-templates" / "families.json").read_text())
 PHI35_ADDED = [
-    "<|endoftext|>",
-    "<|assistant|>",
-    "<|placeholder1|>",
-    "<|placeholder2|>",
-    "<|placeholder3|>",
-    "<|placeholder4|>",
-    "<|system|>",
-    "<|end|>",
-    "<|placeholder5|>",
-    "<|placeholder6|>",
-    "<|user|>",
+    token for token, i in sorted(
+        _FACTS["families"]["Phi-3.5-mini-instruct"]["special_chat_tokens"]["value"].items(), key=lambda kv: kv[1]
+    ) if i >= 32000
 ]
 
 
