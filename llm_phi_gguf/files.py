@@ -8,6 +8,7 @@ crash never leaves a half-written file at the final path, and nothing is overwri
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import tempfile
@@ -62,6 +63,24 @@ def _gib(n: int) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
+# A temporary that nobody has written to for this long belongs to a killed run: a live writer
+# (converter, llama.cpp's quantizer) touches its file every few seconds.
+STALE_AFTER_S = 15 * 60
+
+
+def remove_stale_temporaries(out: Path) -> list[Path]:
+    """Delete temporaries of `out` left by runs that were killed (SIGKILL cannot clean up)."""
+    import time
+
+    removed = []
+    for tmp in Path(out).parent.glob(f"{TEMP_PREFIX}{glob.escape(Path(out).name)}.*{TEMP_SUFFIX}"):
+        with contextlib.suppress(OSError):
+            if time.time() - tmp.stat().st_mtime > STALE_AFTER_S:
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_output(out: Path, force: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to `out`; on success rename it to `out`, else delete it.
@@ -71,6 +90,7 @@ def atomic_output(out: Path, force: bool = False) -> Iterator[Path]:
     out = Path(out)
     if out.exists() and not force:
         raise OutputExistsError(f"{out} already exists", hint="use --force to overwrite it")
+    remove_stale_temporaries(out)
     fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX + out.name + ".", suffix=TEMP_SUFFIX, dir=out.parent)
     os.close(fd)
     tmp = Path(tmp_name)

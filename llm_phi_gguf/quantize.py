@@ -290,9 +290,9 @@ def base_name(src: Path) -> str:
     return src.name if src.is_dir() else TYPE_SUFFIX.sub("", src.stem)
 
 
-def plan_outputs(src: Path, qtypes: list, out) -> list[Path]:
+def plan_outputs(src: Path, qtypes: list, out, name: str | None = None) -> list[Path]:
     """`<name>_<TYPE>.gguf` next to the source, or in the folder `out`, or exactly `out` (one type)."""
-    name = base_name(src)
+    name = name or base_name(src)
     if out is not None and str(out).lower().endswith(".gguf"):
         if len(qtypes) > 1:
             raise PhiError(f"With several -q types, -o must be a folder, not the file {out}")
@@ -308,6 +308,24 @@ def resolve_src(src, echo) -> Path:
     from .hub import resolve_source
 
     return Path(resolve_source(str(src), want="any", echo=echo)).expanduser().absolute()
+
+
+def resolve_src_and_folder(src, out, echo) -> tuple[Path, object, str | None]:
+    """(local source, output folder or file, output base name).
+
+    A repo id's files live in the Hugging Face cache under a commit-hash folder: its outputs
+    default to llm's models folder (<user dir>/llm-phi-gguf/models/<owner>/), named after the repo.
+    """
+    if Path(str(src)).expanduser().exists():
+        return resolve_src(src, echo), out, None
+    from .hub import models_dir
+
+    local = resolve_src(src, echo)
+    owner, _, repo = str(src).split("@")[0].partition("/")
+    if out is None:
+        out = models_dir() / owner
+        out.mkdir(parents=True, exist_ok=True)
+    return local, out, repo
 
 
 @contextlib.contextmanager
@@ -388,8 +406,8 @@ def quantize_source(
     types = check_request(qtypes, imatrix, calibration)
     texts = _read_texts(calibration, eval_text)
     im = _read_imatrix(imatrix)  # a bad file fails now, not after a long conversion
-    src = resolve_src(src, echo)
-    outs = plan_outputs(src, types, out)
+    src, out, name = resolve_src_and_folder(src, out, echo)
+    outs = plan_outputs(src, types, out, name)
     for o in outs:
         check_output_path(o, force, inputs=(src,))
     with source_gguf(src, outs[0].parent, keep_f16, force, progress, echo) as gguf_path:

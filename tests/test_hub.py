@@ -108,6 +108,16 @@ def test_quantize_and_convert_accept_a_repo_id(hub, checkpoint, tmp_path, llm_cl
     assert f16.is_file() and q8.is_file()
 
 
+def test_quantize_repo_id_outputs_go_to_the_models_folder_named_after_the_repo(hub, checkpoint, llm_cli):
+    """Not into the HF cache's commit-hash snapshot folder."""
+    from llm_phi_gguf.hub import models_dir
+
+    hub.add(repo_from_folder("owner/ck", checkpoint("phi-3-mini-4k", initializer_range=0.02)))
+    result = llm_cli("phi", "quantize", "owner/ck", "-q", "Q8_0", "--no-report", "--no-register")
+    assert result.exit_code == 0, result.output
+    assert (models_dir() / "owner" / "ck_Q8_0.gguf").is_file()
+
+
 def test_dropped_connection_resumes_with_a_range_request(hub, checkpoint):
     from huggingface_hub import constants
 

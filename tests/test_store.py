@@ -117,3 +117,24 @@ def test_cli_bad_files_one_line(llm_cli, tmp_path):
         r = llm_cli("phi", "register", path)
         assert r.exit_code != 0
         assert r.output.startswith(("Error:", "Usage:")) and "Traceback" not in r.output
+
+
+def test_stale_temporaries_of_killed_runs_are_removed(tmp_path):
+    import os
+    import time
+
+    from llm_phi_gguf.files import STALE_AFTER_S, atomic_output
+
+    out = tmp_path / "m[1].gguf"
+    stale, live, other = (tmp_path / f".m[1].gguf.{k}.partial" for k in ("old", "live", "x"))
+    for p in (stale, live):
+        p.write_bytes(b"x")
+    other = tmp_path / ".other.gguf.old.partial"
+    other.write_bytes(b"x")
+    old = time.time() - STALE_AFTER_S - 60
+    os.utime(stale, (old, old))
+    os.utime(other, (old, old))
+    with atomic_output(out) as tmp:
+        tmp.write_bytes(b"done")
+    assert out.read_bytes() == b"done"
+    assert not stale.exists() and live.exists() and other.exists()
