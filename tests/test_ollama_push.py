@@ -212,3 +212,29 @@ def test_fake_follows_the_blob_and_router_facts(server):
         assert cl.post("/api/show", json={"model": "x"}).json() == {"error": "model 'x' not found"}
         assert cl.post("/api/show", json={}).json() == {"error": "model is required"}
         assert cl.get("/api/tags").content == b'{"models":[]}'
+
+
+def hf_cache_layout(tmp_path, gguf, blob_name=None):
+    """The file as huggingface_hub caches it: blobs/<sha256> and a snapshot symlink to it."""
+    blobs, snap = tmp_path / "hub" / "blobs", tmp_path / "hub" / "snapshots" / "abc"
+    blobs.mkdir(parents=True)
+    snap.mkdir(parents=True)
+    blob = blobs / (blob_name or hashlib.sha256(gguf.read_bytes()).hexdigest())
+    blob.write_bytes(gguf.read_bytes())
+    (snap / "model.gguf").symlink_to(blob)
+    return snap / "model.gguf"
+
+
+def test_a_hub_cached_gguf_is_pushed_by_its_blob_name_digest(server, gguf, tmp_path):
+    path = hf_cache_layout(tmp_path, gguf)
+    result = push(server, path)
+    assert result.exit_code == 0, result.output
+    assert model_blob_ok(server, "phi:test", gguf)
+    assert ollama.cached_digest(path) == "sha256:" + hashlib.sha256(gguf.read_bytes()).hexdigest()
+
+
+def test_a_blob_named_with_a_wrong_digest_is_caught_by_the_server(server, gguf, tmp_path):
+    path = hf_cache_layout(tmp_path, gguf, blob_name="0" * 64)
+    result = push(server, path)
+    assert result.exit_code == 1 and result.output.count("\n") <= 2
+    assert "phi:test" not in server.models
