@@ -41,14 +41,6 @@ class ChatFormat:
         return self.add_bos and not (self.bos_token and text.startswith(self.bos_token))
 
 
-# llama.cpp gives Phi-3's special tokens Hugging Face's rstrip behaviour (whitespace after
-# <|user|>, <|end|>... is absorbed, as the hub tokenizer_config says) only when general.name
-# contains one of these (src/llama-vocab.cpp); the rule also looks these tokens up, and dies
-# if one is missing.
-PHI3_NAME_MARKERS = ("phi-3", "phi3")
-PHI3_RULE_TOKENS = ("<unk>", "<s>", "</s>", "<|endoftext|>")
-
-
 def phi3_tokenizer_overrides(metadata: dict, family: families.Family) -> tuple[tuple[str, object], ...]:
     """kv_overrides that make llama.cpp tokenize a Phi-3-family prompt as transformers does.
 
@@ -57,10 +49,10 @@ def phi3_tokenizer_overrides(metadata: dict, family: families.Family) -> tuple[t
     the model never saw in training. We add the marker to the name llama.cpp sees.
     """
     name = str(metadata.get("general.name") or "")
-    if family.tokenizer != "spm" or any(m in name.lower() for m in PHI3_NAME_MARKERS):
+    if family.tokenizer != "spm" or families.named_like_phi3(name):
         return ()
     tokens = metadata.get("tokenizer.ggml.tokens")
-    if not isinstance(tokens, list) or not set(PHI3_RULE_TOKENS) <= set(tokens):
+    if not isinstance(tokens, list) or not set(families.PHI3_RULE_TOKENS) <= set(tokens):
         return ()
     return (("general.name", f"phi-3 {name}"[:120]),)
 

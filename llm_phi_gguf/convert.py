@@ -419,7 +419,9 @@ def phi3_marked_name(name: str, src: Path) -> str:
     models whose general.name contains "phi-3" or "phi3" (llama.cpp's own converter writes
     "Phi 3.5 Mini Instruct", which misses it, and every prompt then gains stray tokens).
     """
-    if any(m in name.lower() for m in ("phi-3", "phi3")) or not (src / "tokenizer.model").exists():
+    from .families import named_like_phi3
+
+    if named_like_phi3(name) or not (src / "tokenizer.model").exists():
         return name
     if any(t.get("special") and t.get("rstrip") for t in _added_tokens(src)):
         return re.sub(r"^phi 3\b", "Phi-3", name, flags=re.I) if re.match(r"phi 3\b", name, re.I) else f"Phi-3 {name}"

@@ -132,6 +132,19 @@ UNSUPPORTED_ARCHITECTURES = {
     "Phi4FlashForCausalLM": "Phi-4-mini-flash-reasoning is not supported by llama.cpp",
 }
 
+# llama.cpp gives Phi-3's special tokens Hugging Face's rstrip behaviour (whitespace after
+# <|user|>, <|end|>... is absorbed, as the hub tokenizer_config says) only when general.name
+# contains one of these markers (src/llama-vocab.cpp); the rule then looks these tokens up with
+# unordered_map::at, so a vocab without one of them kills the process.
+PHI3_NAME_MARKERS = ("phi-3", "phi3")
+PHI3_RULE_TOKENS = ("<unk>", "<s>", "</s>", "<|endoftext|>")
+
+
+def named_like_phi3(name: str) -> bool:
+    """Whether llama.cpp applies its Phi-3 whitespace rule to a model with this general.name."""
+    return any(m in name.lower() for m in PHI3_NAME_MARKERS)
+
+
 # Default context we load with when neither the user nor the registry says otherwise: large
 # enough for real chats, small enough that a 128k model does not allocate ~48 GiB of KV cache.
 DEFAULT_N_CTX = 4096

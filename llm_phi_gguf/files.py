@@ -81,6 +81,17 @@ def remove_stale_temporaries(out: Path) -> list[Path]:
     return removed
 
 
+def write_json_atomic(path: Path, data) -> None:
+    """Replace `path` with `data` as JSON in one step: readers see the old file or the new one."""
+    import json
+
+    with atomic_output(Path(path), force=True) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
 @contextlib.contextmanager
 def atomic_output(out: Path, force: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to `out`; on success rename it to `out`, else delete it.

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, NoReturn
 
 from .errors import GGUFError
+from .quant_types import QUANT_TYPES
 
 PHI_ARCHITECTURES = ("phi2", "phi3", "phimoe")
 
@@ -70,15 +71,9 @@ GGML_TYPES: dict[int, tuple[str, int, int]] = {
     40: ("NVFP4", 64, 36), 41: ("Q1_0", 128, 18), 42: ("Q2_0", 64, 18),
 }
 
-# llama_ftype numbers (include/llama.h) -> the names users know from llama-quantize.
-FILE_TYPE_NAMES: dict[int, str] = {
-    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K",
-    11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S",
-    17: "Q5_K_M", 18: "Q6_K", 19: "IQ2_XXS", 20: "IQ2_XS", 21: "Q2_K_S", 22: "IQ3_XS",
-    23: "IQ3_XXS", 24: "IQ1_S", 25: "IQ4_NL", 26: "IQ3_S", 27: "IQ3_M", 28: "IQ2_S",
-    29: "IQ2_M", 30: "IQ4_XS", 31: "IQ1_M", 32: "BF16", 36: "TQ1_0", 37: "TQ2_0",
-    38: "MXFP4_MOE", 39: "NVFP4", 40: "Q1_0", 41: "Q2_0",
-}
+# llama_ftype numbers (include/llama.h) -> the names users know from llama-quantize, from the
+# one table of file types (data/ftypes.json).
+FILE_TYPE_NAMES: dict[int, str] = {t.ftype: t.name for t in QUANT_TYPES}
 # What llama.cpp's loader guesses when general.file_type is absent (most common tensor type).
 _GUESSED_FILE_TYPE = {
     "F32": "F32", "F16": "F16", "BF16": "BF16", "Q4_0": "Q4_0", "Q4_1": "Q4_1",
@@ -787,11 +782,12 @@ def _check_tokenizer(keys: _Keys) -> None:
 
 
 def _check_phi3_name_rule(keys: _Keys, tokens: list[str]) -> None:
-    # When general.name contains "phi-3"/"phi3", llama.cpp sets whitespace attributes on these
-    # tokens by looking them up with unordered_map::at: a vocab without one of them dies.
-    name = str(keys.info.metadata.get("general.name") or "").lower()
-    if any(m in name for m in ("phi-3", "phi3")):
-        missing = [t for t in ("<unk>", "<s>", "</s>", "<|endoftext|>") if t not in set(tokens)]
+    # See families.PHI3_RULE_TOKENS: a Phi-3-named model whose vocab lacks one of them dies.
+    from .families import PHI3_RULE_TOKENS, named_like_phi3
+
+    name = str(keys.info.metadata.get("general.name") or "")
+    if named_like_phi3(name):
+        missing = [t for t in PHI3_RULE_TOKENS if t not in set(tokens)]
         if missing:
             keys.fail("tokenizer.ggml.tokens", f"lacks {missing[0]}, which llama.cpp requires of a model "
                                                f"named like Phi-3 (general.name {_show(name)})")

@@ -638,10 +638,9 @@ def remember_digest(path: Path, digest: str) -> None:
     """Cache a file's digest by (size, mtime) so `list` need not re-hash multi-GB files."""
     cache = _read_cache()
     cache[str(path)] = {"stamp": _stamp(path), "digest": digest}
-    target = digest_cache_path()
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
-    tmp.write_text(json.dumps(cache, indent=1), "utf-8")
-    os.replace(tmp, target)
+    from .files import write_json_atomic
+
+    write_json_atomic(digest_cache_path(), cache)
 
 
 def cached_digest(path: Path, progress: bool = True) -> str:

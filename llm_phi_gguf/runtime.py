@@ -104,11 +104,11 @@ def probe(refresh: bool = False) -> ProbeResult:
             return ProbeResult(**cached)
     result = run_probe()
     with contextlib.suppress(OSError, ValueError):
+        from .files import write_json_atomic
+
         data = json.loads(path.read_text()) if path.exists() else {}
         data[key] = asdict(result)
-        tmp = path.with_suffix(".json.partial")
-        tmp.write_text(json.dumps(data, indent=2))
-        os.replace(tmp, path)
+        write_json_atomic(path, data)
     return result
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -103,18 +102,9 @@ def _write(path: Path, entries: dict[str, ModelEntry]) -> None:
         "version": REGISTRY_VERSION,
         "models": {a: {k: v for k, v in asdict(e).items() if k != "alias"} for a, e in sorted(entries.items())},
     }
-    fd, tmp = tempfile.mkstemp(prefix=".models.", suffix=".json.partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    from .files import write_json_atomic
+
+    write_json_atomic(path, payload)
 
 
 @contextlib.contextmanager

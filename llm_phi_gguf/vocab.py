@@ -87,8 +87,6 @@ def load_vocab(folder: Path, arch: str, vocab_size: int | None) -> Vocab:
 
 
 def sentencepiece_vocab(folder: Path, vocab_size: int | None, tok_config: dict) -> Vocab:
-    import gguf
-
     pieces = read_sentencepiece_model(folder / "tokenizer.model")
     n = vocab_size or len(pieces)
     if len(pieces) > n:
@@ -186,8 +184,6 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
 
 
 def bpe_vocab(folder: Path, arch: str, vocab_size: int | None) -> Vocab:
-    import gguf
-
     tj = _json(folder / "tokenizer.json")
     if tj is None or (tj.get("model") or {}).get("type") != "BPE":
         raise ConversionError(f"Unknown tokenizer in {folder}: expected a BPE tokenizer.json")
