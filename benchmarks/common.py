@@ -48,3 +48,10 @@ def header() -> str:
 def record(name: str, result: dict) -> None:
     with open(HERE / "results.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps({"benchmark": name, **machine(), "result": result}) + "\n")
+
+
+def run(main) -> None:
+    """Script entry point: print the machine line, run `main()`, print its result dict."""
+    print(header())
+    for key, value in main().items():
+        print(f"{key}: {value}")

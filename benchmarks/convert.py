@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from common import header, record
+from common import record, run
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -96,6 +95,4 @@ def main() -> dict:
 
 
 if __name__ == "__main__":
-    print(header())
-    for k, v in main().items():
-        print(f"{k}: {v}")
+    run(main)

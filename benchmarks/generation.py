@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import header, record
+from common import record, run
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -131,6 +131,4 @@ def main() -> dict:
 
 
 if __name__ == "__main__":
-    print(header())
-    for k, v in main().items():
-        print(f"{k}: {v}")
+    run(main)

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from common import header, record
+from common import record, run
 
 
 def time_command(cmd: list[str], env: dict, runs: int) -> float:
@@ -52,6 +52,4 @@ def main() -> dict:
 
 
 if __name__ == "__main__":
-    print(header())
-    for k, v in main().items():
-        print(f"{k}: {v}")
+    run(main)
