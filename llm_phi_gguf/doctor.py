@@ -25,6 +25,9 @@ def report(runtime, store, refresh_probe: bool, echo) -> bool:
         echo("GPU offload: NOT supported by this build (CPU only)")
         for line in GPU_BUILD_HINTS:
             echo(line)
+    threads, threads_batch = runtime.thread_counts(runtime.LoadOptions())
+    echo(f"CPU threads: {threads} for generation (physical cores), {threads_batch} for prompt evaluation (usable CPUs);"
+         " change with -o n_threads / -o n_threads_batch")
     result = runtime.probe(refresh=refresh_probe)
     forced = runtime.os.environ.get(runtime.ENV_EXTRA_BUFTS)
     verdict = "on" if runtime.use_extra_bufts() else "off"

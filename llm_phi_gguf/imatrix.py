@@ -412,8 +412,10 @@ def _run_chunks(llama_cpp, model, text, n_ctx, chunks, threads, dataset, progres
     cparams = llama_cpp.llama_context_default_params()
     cparams.n_ctx = cparams.n_batch = cparams.n_ubatch = n_ctx
     cparams.cb_eval = callback
-    if threads:
-        cparams.n_threads = cparams.n_threads_batch = threads
+    from .cpus import default_threads
+
+    # all of it is batch work, but keep llama.cpp's split when the user did not choose
+    cparams.n_threads, cparams.n_threads_batch = (threads, threads) if threads else default_threads()
     ctx = llama_cpp.llama_init_from_model(model, cparams)
     if not ctx:
         raise ImatrixError("llama.cpp could not create a context for the importance matrix")

@@ -198,10 +198,10 @@ def _failure(rc: int, reader: LogReader, src: Path, qname: str) -> QuantizationE
 
 
 def all_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    """Every CPU we may use (affinity and cgroup quota): quantizing is compute-bound."""
+    from .cpus import usable_cpus
+
+    return usable_cpus()
 
 
 @contextlib.contextmanager

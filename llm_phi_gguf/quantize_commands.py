@@ -32,7 +32,7 @@ def register_quantize_commands(phi, quantize) -> None:
 @click.option("--eval-text", type=click.Path(dir_okay=False, exists=True),
               help="Text for the quality report (default: built-in)")
 @click.option("--keep-f16", is_flag=True, help="Keep the f16/bf16 GGUF converted from a Hugging Face folder")
-@click.option("--threads", type=click.IntRange(min=1), help="Quantization threads (default: all cores)")
+@click.option("--threads", type=click.IntRange(min=1), help="Quantization threads (default: every usable CPU, cgroup quota respected)")
 @click.option("--allow-requantize", is_flag=True, help="Allow an already-quantized GGUF as SRC")
 @click.option("--no-report", is_flag=True, help="Skip the quality report (perplexity, KL divergence)")
 @click.option("--force", is_flag=True, help="Overwrite outputs and replace aliases")
@@ -68,7 +68,7 @@ def run_cmd(src, qtypes, out, alias, no_register, imatrix, calibration, eval_tex
               help="Output file; .dat = llama.cpp's legacy format (default: MODEL.imatrix.gguf)")
 @click.option("--chunks", type=click.IntRange(min=1), help="Use at most N chunks of the text")
 @click.option("--n-ctx", type=click.IntRange(min=32), default=512, show_default=True, help="Tokens per chunk")
-@click.option("--threads", type=click.IntRange(min=1), help="Threads (default: llama.cpp's)")
+@click.option("--threads", type=click.IntRange(min=1), help="Threads (default: physical cores for decoding, every usable CPU for batches)")
 @click.option("--force", is_flag=True, help="Overwrite OUT")
 @one_line_errors
 def imatrix_cmd(model, text, out, chunks, n_ctx, threads, force):

@@ -30,8 +30,10 @@ _PATCH_LOCK = threading.Lock()
 class LoadOptions:
     n_ctx: int = 4096
     gpu_layers: int = 0  # -1 = all layers
-    n_threads: int | None = None
+    n_threads: int | None = None  # None = physical cores (cpus.decode_threads)
+    n_threads_batch: int | None = None  # None = n_threads when given, else every usable CPU
     n_batch: int = 512
+    cache_type: str = "f16"  # KV cache element type (type_k and type_v), see CACHE_TYPES
     flash_attn: bool = False
     extra_bufts: bool | None = None  # None = decided by the probe
     logits_all: bool = False
@@ -151,6 +153,20 @@ def _model_params_without_extra_bufts():
             lib.llama_model_default_params = original
 
 
+# KV cache element types llama.cpp accepts for both K and V (ggml_type ids). Quantized V needs
+# flash attention in llama.cpp, so a quantized cache_type turns it on (see load_llama).
+CACHE_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}
+
+
+def thread_counts(options: LoadOptions) -> tuple[int, int]:
+    """(n_threads, n_threads_batch): the user's choice, else llama.cpp's (physical cores, all CPUs)."""
+    from .cpus import default_threads
+
+    decode, batch = default_threads()
+    n_threads = options.n_threads or decode
+    return n_threads, options.n_threads_batch or (options.n_threads or batch)
+
+
 def load_llama(path: str | os.PathLike, options: LoadOptions):
     """A llama_cpp.Llama for `path` with `options`, honouring the AMX probe."""
     from llama_cpp import Llama
@@ -160,12 +176,12 @@ def load_llama(path: str | os.PathLike, options: LoadOptions):
         n_ctx=options.n_ctx,
         n_gpu_layers=options.gpu_layers,
         n_batch=options.n_batch,
-        flash_attn=options.flash_attn,
+        flash_attn=options.flash_attn or options.cache_type != "f16",
         logits_all=options.logits_all,
         verbose=False,
     )
-    if options.n_threads:
-        kwargs.update(n_threads=options.n_threads, n_threads_batch=options.n_threads)
+    kwargs.update(zip(("n_threads", "n_threads_batch"), thread_counts(options)))
+    kwargs.update(type_k=CACHE_TYPES[options.cache_type], type_v=CACHE_TYPES[options.cache_type])
     if options.kv_overrides:
         kwargs.update(kv_overrides=dict(options.kv_overrides))
     if use_extra_bufts(options.extra_bufts):
