@@ -21,7 +21,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .errors import ConversionError, PhiError
 from .safetensors_reader import TensorEntry, bf16_to_f32, read_header
@@ -373,15 +373,36 @@ def check_shapes(p: Params, planned: list[Planned]) -> None:
 
 def chunks(t: Planned) -> Iterator[Any]:
     """The tensor's output bytes as numpy arrays, at most ~CHUNK_BYTES of f32 at a time."""
+    return (job() for job in chunk_jobs(t))
+
+
+def chunk_jobs(t: Planned) -> Iterator[Callable[[], Any]]:
+    """One job per output chunk, in file order; each reads (page faults on the map) and converts."""
+    import functools
+
     import numpy as np
 
     if t.values is not None:
-        yield np.asarray(t.values, dtype=np.float32)
+        yield functools.partial(np.asarray, t.values, dtype=np.float32)
         return
     for src in t.sources:
         step = max(1, CHUNK_BYTES // (4 * max(src.shape[-1] if src.shape else 1, 1)))
         for rows in src.iter_rows(step):
-            yield _convert(rows, src.dtype, t.qtype)
+            yield functools.partial(_convert, rows, src.dtype, t.qtype)
+
+
+def in_parallel(pool, jobs: Iterator[Callable[[], Any]], ahead: int) -> Iterator[Any]:
+    """The jobs' results in order, with up to `ahead` of them running on `pool` meanwhile: reading
+    and converting the next chunks overlaps writing this one (numpy and file writes drop the GIL)."""
+    from collections import deque
+
+    pending: deque = deque()
+    for job in jobs:
+        pending.append(pool.submit(job))
+        if len(pending) > ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 def _convert(block, src_dtype: str, qtype: int):
@@ -484,16 +505,21 @@ def write_gguf(writer, planned: list[Planned], path: Path, progress: bool) -> No
 
 
 def _write_data(fout, align: int, planned: list[Planned], progress: bool) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm import tqdm
 
+    from .cpus import usable_cpus
+
+    workers = usable_cpus()
     fout.write(b"\0" * (-fout.tell() % align))
     with tqdm(total=sum(t.nbytes for t in planned), unit="B", unit_scale=True, desc="Writing",
-              disable=not progress, leave=False) as bar:
+              disable=not progress, leave=False) as bar, ThreadPoolExecutor(workers) as pool:
         for t in planned:
             written = _copy_in_kernel(fout, t, bar) if _same_bits(t) else None
             if written is None:
                 written = 0
-                for chunk in chunks(t):
+                for chunk in in_parallel(pool, chunk_jobs(t), ahead=workers + 1):
                     fout.write(memoryview(chunk).cast("B"))
                     written += chunk.nbytes
                     bar.update(chunk.nbytes)
