@@ -229,3 +229,6 @@ from .ollama_commands import ollama  # noqa: E402
 register_hub_commands(phi)
 
 phi.add_command(ollama)
+from .cache_commands import cache as cache_group  # noqa: E402
+
+phi.add_command(cache_group)

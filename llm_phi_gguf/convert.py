@@ -387,8 +387,17 @@ def chunk_jobs(t: Planned) -> Iterator[Callable[[], Any]]:
         return
     for src in t.sources:
         step = max(1, CHUNK_BYTES // (4 * max(src.shape[-1] if src.shape else 1, 1)))
-        for rows in src.iter_rows(step):
-            yield functools.partial(_convert, rows, src.dtype, t.qtype)
+        for rows, release in src.row_blocks(step):
+            yield functools.partial(_convert_and_release, rows, release, src.dtype, t.qtype)
+
+
+def _convert_and_release(rows, release, src_dtype: str, qtype: int):
+    """Convert a block, then drop its source pages: resident memory stays at the blocks in flight."""
+    out = _convert(rows, src_dtype, qtype)
+    if out is rows:  # a bit copy still reads the map when it is written
+        out = rows.copy()
+    release()
+    return out
 
 
 def in_parallel(pool, jobs: Iterator[Callable[[], Any]], ahead: int) -> Iterator[Any]:
@@ -519,7 +528,7 @@ def _write_data(fout, align: int, planned: list[Planned], progress: bool) -> Non
             written = _copy_in_kernel(fout, t, bar) if _same_bits(t) else None
             if written is None:
                 written = 0
-                for chunk in in_parallel(pool, chunk_jobs(t), ahead=workers + 1):
+                for chunk in in_parallel(pool, chunk_jobs(t), ahead=workers):
                     fout.write(memoryview(chunk).cast("B"))
                     written += chunk.nbytes
                     bar.update(chunk.nbytes)

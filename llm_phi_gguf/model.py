@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import json
 import sys
 import threading
 from dataclasses import dataclass, field
-from typing import Iterator, Optional, Union
+from typing import Iterator, Literal, Optional, Union
 
 import llm
 from pydantic import Field, field_validator
@@ -34,7 +33,18 @@ class PhiOptions(llm.Options):
         None, description="Layers to offload to the GPU (-1 = all, 0 = CPU only; needs a CUDA/Metal build)", ge=-1
     )
     n_ctx: Optional[int] = Field(None, description="Context window in tokens (default: registry value, else 4096)", ge=16)
-    n_threads: Optional[int] = Field(None, description="CPU threads (default: llama.cpp's choice)", ge=1)
+    n_threads: Optional[int] = Field(
+        None, description="CPU threads for generation (default: physical cores, as llama.cpp counts them)", ge=1
+    )
+    n_threads_batch: Optional[int] = Field(
+        None, description="CPU threads for prompt evaluation (default: n_threads if given, else every usable CPU)", ge=1
+    )
+    cache_type: Optional[Literal["f16", "q8_0", "q4_0"]] = Field(
+        None, description="KV cache type: q8_0 halves memory and saved prompt-cache files (turns on flash attention; default f16)"
+    )
+    prompt_cache: Optional[bool] = Field(
+        None, description="Save and reuse the evaluated conversation on disk between llm -c runs (default on; see llm phi cache)"
+    )
     n_batch: Optional[int] = Field(None, description="Prompt tokens evaluated per batch (default 512)", ge=1)
     flash_attn: Optional[bool] = Field(None, description="Use flash attention (default off)")
     extra_bufts: Optional[bool] = Field(
@@ -74,6 +84,7 @@ class Generation:
     seed: Optional[int] = None
     strip_first_space: bool = False  # SentencePiece pieces start with "▁": the answer should not
     usage: Usage = field(default_factory=Usage)
+    cache_slot: object = None  # prompt_cache.Slot: where this conversation's state is saved, if anywhere
 
 
 class StopScanner:
@@ -133,19 +144,17 @@ def generate(llama, prompt_tokens: list[int], gen: Generation) -> Iterator[str]:
     n_ctx = llama.n_ctx()
     if len(prompt_tokens) >= n_ctx:
         raise PhiError(f"The prompt is {len(prompt_tokens)} tokens, the context holds {n_ctx}", hint="raise -o n_ctx")
+    from . import decode
+
     gen.usage.input = len(prompt_tokens)
-    gen.usage.cached = _common_prefix(llama, prompt_tokens)
-    if gen.seed is not None:
-        llama.set_seed(gen.seed)
-    grammar = None
-    if gen.grammar_schema is not None:
-        grammar = llama_cpp.LlamaGrammar.from_json_schema(json.dumps(gen.grammar_schema), verbose=False)
+    stream = decode.TokenStream(llama, prompt_tokens, decode.sampling(gen.sampling, gen.seed, gen.grammar_schema), gen.cache_slot)
+    gen.usage.cached = stream.cached
     stop_ids = stop_token_ids(llama, gen.stop_strings)
     vocab = llama._model.vocab
     limit = min(gen.max_tokens or n_ctx, n_ctx - len(prompt_tokens))
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     scanner = StopScanner(gen.stop_strings)
-    for token in llama.generate(prompt_tokens, grammar=grammar, **gen.sampling):
+    for token in stream:
         if token in stop_ids or llama_cpp.llama_vocab_is_eog(vocab, token):
             break
         gen.usage.output += 1
@@ -161,15 +170,6 @@ def generate(llama, prompt_tokens: list[int], gen: Generation) -> Iterator[str]:
         tail = scanner.feed(decoder.decode(b"", final=True)) + scanner.flush()
         if tail:
             yield tail
-
-
-def _common_prefix(llama, tokens: list[int]) -> int:
-    n = 0
-    for a, b in zip(llama._input_ids[: llama.n_tokens], tokens):
-        if a != b:
-            break
-        n += 1
-    return n
 
 
 class _PhiBase:
@@ -193,13 +193,16 @@ class _PhiBase:
             n_ctx=options.n_ctx or e.n_ctx or default_n_ctx(metadata),
             gpu_layers=options.gpu_layers if options.gpu_layers is not None else (e.gpu_layers or 0),
             n_threads=options.n_threads,
+            n_threads_batch=options.n_threads_batch,
+            cache_type=options.cache_type or "f16",
             n_batch=options.n_batch or 512,
             flash_attn=bool(options.flash_attn),
             extra_bufts=options.extra_bufts,
         )
 
-    def prepare(self, prompt):
+    def prepare(self, prompt, conversation=None):
         """Load the model and turn llm's messages into prompt tokens + generation settings."""
+        from . import prompt_cache
         from .runtime import CACHE
 
         path = self.entry.path
@@ -221,6 +224,7 @@ class _PhiBase:
             grammar_schema=prompt.schema,
             seed=o.seed,
             strip_first_space=metadata.get("tokenizer.ggml.model") == "llama",
+            cache_slot=None if o.prompt_cache is False else prompt_cache.slot_for(path, load, getattr(conversation, "id", None), tokens),
         )
         return llama, tokens, gen
 
@@ -248,11 +252,19 @@ def warn_context(metadata: dict, n_ctx: int) -> None:
     )
 
 
+def save_prompt_cache(llama, gen: Generation) -> None:
+    """After a complete turn: keep the conversation's state on disk for the next process."""
+    from . import prompt_cache
+
+    prompt_cache.save_quietly(llama, gen.cache_slot)
+
+
 class PhiModel(_PhiBase, llm.Model):
     def execute(self, prompt, stream, response, conversation):
-        llama, tokens, gen = self.prepare(prompt)
+        llama, tokens, gen = self.prepare(prompt, conversation)
         try:
             yield from generate(llama, tokens, gen)
+            save_prompt_cache(llama, gen)
         finally:
             gen.usage.record(response)
 
@@ -269,12 +281,14 @@ class PhiAsyncModel(_PhiBase, llm.AsyncModel):
 
         def produce():
             try:
-                llama, tokens, gen = self.prepare(prompt)
+                llama, tokens, gen = self.prepare(prompt, conversation)
                 try:
                     for chunk in generate(llama, tokens, gen):
                         if cancel.is_set():
                             break
                         loop.call_soon_threadsafe(queue.put_nowait, chunk)
+                    else:
+                        save_prompt_cache(llama, gen)
                 finally:
                     gen.usage.record(response)
                 loop.call_soon_threadsafe(queue.put_nowait, _END)

@@ -25,21 +25,24 @@ def _vocab(n_vocab: int | None = None) -> tuple[list[str], list[int]]:
 
 def write_random_phi3(
     path: Path, *, n_layer: int = 1, n_embd: int = N_EMBD, n_ff: int = N_FF, n_head: int = N_HEAD,
-    n_vocab: int | None = None, f16: bool = False,
+    n_vocab: int | None = None, f16: bool = False, n_head_kv: int | None = None,
 ) -> None:
     """A phi3 GGUF with random weights and a byte-level SentencePiece-style vocab.
 
-    Also used by the benchmarks (Phi-3-mini width: n_embd 3072, n_ff 8192, 32 heads, 32064 tokens).
+    Also used by the benchmarks (Phi-3-mini width: n_embd 3072, n_ff 8192, 32 heads, 32064 tokens;
+    Phi-4-mini's KV shape: n_head 24, n_head_kv 8).
     """
     import gguf
     import numpy as np
 
     rng = np.random.default_rng(0)
+    n_head_kv = n_head_kv or n_head
+    kv_dim = n_embd // n_head * n_head_kv
     tokens, types = _vocab(n_vocab)
     w = gguf.GGUFWriter(str(path), "phi3")
     for add, value in [
         (w.add_context_length, 4096), (w.add_embedding_length, n_embd), (w.add_feed_forward_length, n_ff),
-        (w.add_block_count, n_layer), (w.add_head_count, n_head), (w.add_head_count_kv, n_head),
+        (w.add_block_count, n_layer), (w.add_head_count, n_head), (w.add_head_count_kv, n_head_kv),
         (w.add_layer_norm_rms_eps, 1e-5), (w.add_rope_dimension_count, n_embd // n_head),
         (w.add_rope_freq_base, 10000.0), (w.add_tokenizer_model, "llama"), (w.add_token_list, tokens),
         (w.add_token_scores, [0.0] * len(tokens)), (w.add_token_types, types), (w.add_bos_token_id, 1),
@@ -60,7 +63,7 @@ def write_random_phi3(
     weight("output.weight", len(tokens), n_embd)
     for i in range(n_layer):
         norm(f"blk.{i}.attn_norm.weight")
-        weight(f"blk.{i}.attn_qkv.weight", 3 * n_embd, n_embd)
+        weight(f"blk.{i}.attn_qkv.weight", n_embd + 2 * kv_dim, n_embd)
         weight(f"blk.{i}.attn_output.weight", n_embd, n_embd)
         norm(f"blk.{i}.ffn_norm.weight")
         weight(f"blk.{i}.ffn_up.weight", 2 * n_ff, n_embd)

@@ -39,6 +39,14 @@ class TensorEntry:
         the file. Pages of a block are dropped from this process once the caller has moved on,
         so resident memory stays at about one block, not the whole tensor (the kernel keeps them
         in its page cache)."""
+        for block, release in self.row_blocks(step):
+            yield block
+            release()
+
+    def row_blocks(self, step: int):
+        """(block, release) pairs: iter_rows for callers that finish with a block later (in
+        another thread); release() drops the block's pages from this process."""
+        import functools
         import mmap
 
         import numpy as np
@@ -54,9 +62,9 @@ class TensorEntry:
         for i in range(0, n_rows, step):
             n = min(step, n_rows - i)
             start = self.offset + i * row_bytes
-            yield np.frombuffer(mm, dtype=dtype, count=n * cols, offset=start).reshape(n, cols)
             page = start - start % mmap.PAGESIZE
-            mm.madvise(mmap.MADV_DONTNEED, page, start + n * row_bytes - page)
+            release = functools.partial(mm.madvise, mmap.MADV_DONTNEED, page, start + n * row_bytes - page)
+            yield np.frombuffer(mm, dtype=dtype, count=n * cols, offset=start).reshape(n, cols), release
 
     def array(self):
         """The tensor as a read-only numpy memmap of its raw bits (uint16 for BF16)."""

