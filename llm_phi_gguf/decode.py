@@ -72,13 +72,7 @@ def sampler_chain(llama, s: Sampling):
 
 def common_prefix(llama, tokens: list[int]) -> int:
     """How many leading `tokens` the context already holds."""
-    held = llama.input_ids[: llama.n_tokens].tolist()
-    n = 0
-    for a, b in zip(held, tokens):
-        if a != b:
-            break
-        n += 1
-    return n
+    return prompt_cache.shared_prefix(llama.input_ids[: llama.n_tokens].tolist(), tokens)
 
 
 def prefill(llama, tokens: list[int], slot: prompt_cache.Slot | None = None) -> int:

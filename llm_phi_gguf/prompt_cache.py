@@ -153,7 +153,8 @@ def entries(key: str) -> list[Entry]:
     return [e for p in sorted(cache_dir().glob(f"*{SUFFIX}")) if (e := read_entry(p, key))]
 
 
-def _common(a: list[int], b: list[int]) -> int:
+def shared_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading tokens `a` and `b` share."""
     n = 0
     for x, y in zip(a, b):
         if x != y:
@@ -173,7 +174,7 @@ def restore(llama, slot: Slot | None, tokens: list[int], have: int) -> int:
         return have
     best, best_n = None, have
     for entry in entries(slot.key):
-        n = min(_common(entry.tokens, tokens), len(tokens) - 1)
+        n = min(shared_prefix(entry.tokens, tokens), len(tokens) - 1)
         if n > best_n and entry.header["n_tokens"] <= llama.n_ctx():
             best, best_n = entry, n
     if best is None or not worth_loading(slot, best_n - have, best.header["data_len"]):

@@ -135,7 +135,7 @@ def corrupt_header(data: bytes) -> bytes:
 def corrupt_foreign_key(data: bytes) -> bytes:
     # a state for another model (or other load options), renamed to look like ours
     i = data.index(b'"key": "') + 8
-    return data[:i] + bytes(b"0" if c != ord("0") else b"1" for c in data[i:i + 24]) + data[i + 24:]
+    return data[:i] + bytes(ord("0") if c != ord("0") else ord("1") for c in data[i:i + 24]) + data[i + 24:]
 
 
 def corrupt_format(data: bytes) -> bytes:
@@ -173,7 +173,9 @@ def test_other_models_states_are_left_alone(model_file, user_path, monkeypatch):
     assert prompt_cache.entries(key) == [] and other.exists()  # another model's business
     # but read under its own name, its header (another key) gives it away: deleted
     assert prompt_cache.entries("0" * 24) == [] and not other.exists()
-model_file, user_path, monkeypatch):
+
+
+def test_off_writes_nothing(model_file, user_path, monkeypatch):
     monkeypatch.setenv(prompt_cache.ENV_MIN_SAVING, "-1")
     model = llm.get_model(register(user_path, model_file))
     model.prompt(HISTORY, temperature=0, max_tokens=4, prompt_cache=False).text()
