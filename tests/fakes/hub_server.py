@@ -434,8 +434,10 @@ class Handler(BaseHTTPRequestHandler):
         self.hub.check_write(namespace, token)
         if body.get("type", "model") != "model":
             raise HubError(400, None, "This fake hub only holds model repos")
-        if repo_id in self.hub.repos:
-            raise HubError(409, None, "You already created this model repo")
+        if repo_id in self.hub.repos:  # the hub's 409 carries the url too (create_repo(exist_ok=True) reads it)
+            message = "You already created this model repo"
+            return self.send(409, json.dumps({"error": message, "url": f"{self.hub.url}/{repo_id}"}).encode(),
+                             {"X-Error-Message": message}, True, "application/json")
         private = body.get("visibility") == "private" or bool(body.get("private"))
         attributes = b"*.gguf filter=lfs diff=lfs merge=lfs -text\n*.safetensors filter=lfs diff=lfs merge=lfs -text\n"
         self.hub.add(FakeRepo(repo_id, {".gitattributes": attributes}, private=private, tokens=(token,)))
