@@ -145,7 +145,7 @@ def run_section(f: Facts) -> str:
             ollama.append(f"# in {r.alias}/{f.modelfile}, change the FROM line to: FROM ./{r.name}")
         ollama.append(f"ollama create {r.alias} -f {r.alias}/{f.modelfile} && ollama run {r.alias}")
         lines = [
-            f"# llm (pip install llm && llm install llm-phi-gguf)",
+            "# llm (pip install llm && llm install llm-phi-gguf)",
             f"llm phi download {f.repo_id} --file {r.name}",
             f'llm -m {r.alias} "{EXAMPLE_PROMPT}"',
             *(["# Ollama, with the model's own chat template and stop strings", *ollama] if f.modelfile else []),

@@ -35,7 +35,7 @@ def publish_cmd(models, repo, private, revision, message, imatrix, base_model, d
     card with the measured quality go up in one commit; files the repo already holds unchanged
     are skipped. Needs a write token: HF_TOKEN or `hf auth login`.
     """
-    from .cli import human_size
+    from .model_card import size_text
     from .publish import publish
 
     result = publish(list(models), repo, private=private, revision=revision, message=message, dry_run=dry_run,
@@ -44,7 +44,7 @@ def publish_cmd(models, repo, private, revision, message, imatrix, base_model, d
         click.echo(result.card)
         click.echo(f"--- dry run: nothing was uploaded to {result.repo_id}@{result.revision}")
     for u in result.uploads:
-        click.echo(f"{u.status:9} {u.path_in_repo:48} {human_size(u.size):>9}  {u.what}")
+        click.echo(f"{u.status:9} {u.path_in_repo:48} {size_text(u.size):>9}  {u.what}")
     for note in result.notes:
         click.echo(note)
     if result.commit_url:

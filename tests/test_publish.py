@@ -14,7 +14,7 @@ from huggingface_hub import HfApi, ModelCard, hf_hub_download
 
 from fakes.hub_server import FakeRepo
 from fixtures.hub_fixtures import one_line, split_gguf
-from fixtures.publish_fixtures import MEASURED, TOKEN, Quant, write_report
+from fixtures.publish_fixtures import MEASURED, TOKEN, write_report
 
 from llm_phi_gguf import ollama, store
 
@@ -235,7 +235,7 @@ def test_dry_run_prints_card_and_files_and_uploads_nothing(writer, quants, llm_c
     monkeypatch.delenv("HF_TOKEN")  # a dry run needs no token
     out = publish(llm_cli, quants["Q4_K_M"].path, "--repo", REPO, "--dry-run").output
     assert out.startswith("---\nbase_model: microsoft/Phi-3-mini-4k-instruct\n")
-    assert re.search(r"new +tiny-Q4_K_M\.gguf +\S+ KB +GGUF Q4_K_M", out)
+    assert re.search(r"new +tiny-Q4_K_M\.gguf +\S+ kB +GGUF Q4_K_M", out)
     assert "dry run: nothing was uploaded" in out
     assert REPO not in writer.repos and not [r for r in writer.requests if r.method in ("POST", "PUT")]
     assert MEASURED["Q4_K_M"]["ppl"] == pytest.approx(float(table(out)["tiny-Q4_K_M.gguf"]["PPL"]), abs=1e-4)
