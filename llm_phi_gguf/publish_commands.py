@@ -42,10 +42,11 @@ def publish_cmd(models, repo, private, revision, message, imatrix, base_model, d
                      imatrix=list(imatrix), base=base_model, echo=click.echo)
     if dry_run:
         click.echo(result.card)
-        click.echo(f"--- dry run: nothing was uploaded to {result.repo_id}@{result.revision}")
     for u in result.uploads:
         click.echo(f"{u.status:9} {u.path_in_repo:48} {size_text(u.size):>9}  {u.what}")
     for note in result.notes:
         click.echo(note)
-    if result.commit_url:
+    if dry_run:
+        click.echo(f"Dry run: nothing was uploaded to {result.repo_id}@{result.revision}")
+    elif result.commit_url:
         click.echo(f"Published {len(result.changed)} file(s) to {result.repo_id}@{result.revision}: {result.commit_url}")

@@ -236,6 +236,13 @@ def test_dry_run_prints_card_and_files_and_uploads_nothing(writer, quants, llm_c
     out = publish(llm_cli, quants["Q4_K_M"].path, "--repo", REPO, "--dry-run").output
     assert out.startswith("---\nbase_model: microsoft/Phi-3-mini-4k-instruct\n")
     assert re.search(r"new +tiny-Q4_K_M\.gguf +\S+ kB +GGUF Q4_K_M", out)
-    assert "dry run: nothing was uploaded" in out
+    assert out.rstrip().endswith(f"Dry run: nothing was uploaded to {REPO}@main")
     assert REPO not in writer.repos and not [r for r in writer.requests if r.method in ("POST", "PUT")]
     assert MEASURED["Q4_K_M"]["ppl"] == pytest.approx(float(table(out)["tiny-Q4_K_M.gguf"]["PPL"]), abs=1e-4)
+
+
+def test_private_does_not_change_an_existing_public_repo_and_says_so(writer, quants, llm_cli):
+    publish(llm_cli, quants["Q4_K_M"].path, "--repo", REPO)
+    out = publish(llm_cli, quants["Q8_0"].path, "--repo", REPO, "--private").output
+    assert "already exists and is public; --private does not change that" in out
+    assert not writer.repos[REPO].private
