@@ -101,7 +101,8 @@ def files_table(f: Facts) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(headers) - 2)) + "|"]
     for r in f.rows:
         name = f"[{r.name}](./{r.name})" + (f" (+{len(r.parts) - 1} parts)" if len(r.parts) > 1 else "")
-        cells = [name, r.qtype, size_text(r.size), f"{r.bpw:.2f}", *quality_cells(r.quality)]
+        bpw = "n/a" if r.bpw != r.bpw else f"{r.bpw:.2f}"  # NaN: a file of the repo without a report
+        cells = [name, r.qtype, size_text(r.size), bpw, *quality_cells(r.quality)]
         lines.append("| " + " | ".join(cells) + " |")
     sources = {(s["label"].removeprefix("source "), s["ppl"]) for r in f.rows if (s := r.source)}
     for label, ppl in sorted(sources):

@@ -135,11 +135,11 @@ class RepoState:
     private: bool = False
     files: dict = field(default_factory=dict)  # path -> (size, sha256 of an LFS file or None, git blob id)
     card: str | None = None
+    sha: str | None = None
 
 
 def repo_state(api, hub, token, repo_id: str, revision: str) -> RepoState:
     """What the repo holds at `revision` (main's files for a branch still to be made), and its card."""
-    from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
     try:
@@ -151,12 +151,47 @@ def repo_state(api, hub, token, repo_id: str, revision: str) -> RepoState:
     except RepositoryNotFoundError:
         return RepoState(False)
     files = {s.rfilename: (s.size, s.lfs.sha256 if s.lfs else None, s.blob_id) for s in info.siblings or []}
-    card = None
+    state = RepoState(True, bool(info.private), files, sha=info.sha)
     if CARD in files:
-        path = hf_hub_download(repo_id, CARD, revision=info.sha, cache_dir=hub.cache_dir, endpoint=hub.endpoint,
-                               token=token)
-        card = Path(path).read_text("utf-8")
-    return RepoState(True, bool(info.private), files, card)
+        state.card = read_text(hub, token, repo_id, state, CARD)
+    return state
+
+
+def read_text(hub, token, repo_id: str, state: RepoState, name: str) -> str:
+    from huggingface_hub import hf_hub_download
+
+    path = hf_hub_download(repo_id, name, revision=state.sha, cache_dir=hub.cache_dir, endpoint=hub.endpoint,
+                           token=token)
+    return Path(path).read_text("utf-8")
+
+
+def remote_rows(hub, token, repo_id: str, state: RepoState, local: list[LocalModel]) -> list:
+    """Card rows for the GGUFs the repo holds besides the ones published now, with their reports."""
+    import json
+
+    from .hub import Listing, file_type, gguf_groups, _type_pattern
+    from .model_card import FileRow
+    from .store import default_alias
+
+    ours = {p.name for m in local for p in m.parts}
+    listing = Listing(repo_id, "", state.sha or "", {k: v[0] for k, v in state.files.items()})
+    rows, pattern = [], _type_pattern()
+    for parts in gguf_groups(listing).values():
+        if set(parts) & ours:
+            continue
+        qtype = file_type(parts[0], pattern) or "unknown"
+        report = None
+        if parts[0] + REPORT_SUFFIX in state.files:
+            try:
+                report = json.loads(read_text(hub, token, repo_id, state, parts[0] + REPORT_SUFFIX))
+                report["rows"][0]["bpw"]
+            except (ValueError, KeyError, IndexError, TypeError):
+                report = None  # someone else's file: the card shows n/a rather than failing the publish
+        quality = report["rows"] if report else [None, None]
+        rows.append(FileRow(parts[0], parts, qtype, sum(state.files[p][0] or 0 for p in parts),
+                            quality[0]["bpw"] if report else float("nan"), default_alias(local[0].family, qtype),
+                            quality[0], quality[-1] if report else None, (report or {}).get("n_tokens")))
+    return rows
 
 
 def source_card(hub, token, repo_id: str) -> dict:
@@ -239,7 +274,8 @@ def publish(models: list[str], repo: str, *, private: bool = False, revision: st
     with hub_errors(hub, repo_id, revision, table=ERRORS):
         state = repo_state(api, hub, token, repo_id, revision)
         base = base or base_model(local, get_family(local[0].family))
-        card = model_card.render(facts(repo_id, local, lines, source_card(hub, token, base), base), state.card)
+        others = remote_rows(hub, token, repo_id, state, local) if state.exists else []
+        card = model_card.render(facts(repo_id, local, lines, source_card(hub, token, base), base, others), state.card)
         uploads = plan_uploads(local, imatrix_files, card, modelfile_text(local[0]))
         for u in uploads:
             u.status = compare(u, state.files)

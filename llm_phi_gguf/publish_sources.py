@@ -218,7 +218,9 @@ def file_row(m: LocalModel, first: bool):
     )
 
 
-def facts(repo_id: str, models: list[LocalModel], imatrix: list[str], source: dict, base: str):
+def facts(repo_id: str, models: list[LocalModel], imatrix: list[str], source: dict, base: str, others=()):
+    """The card's facts; `others` are FileRows of GGUFs the repo already holds and this run leaves
+    as they are, so the card keeps listing them. Rows go smallest first."""
     from .families import get_family
     from .model_card import Facts
 
@@ -226,7 +228,7 @@ def facts(repo_id: str, models: list[LocalModel], imatrix: list[str], source: di
     license_ = source.get("license") or models[0].metadata.get("general.license")
     return Facts(
         repo_id=repo_id, family_key=family.key, family_title=family.title, base_model=base,
-        rows=[file_row(m, i == 0) for i, m in enumerate(models)],
+        rows=sorted([file_row(m, i == 0) for i, m in enumerate(models)] + list(others), key=lambda r: (r.size, r.name)),
         chat_example=chat_example(models[0], family), stops=family.stops,
         tool_version=package_version("llm-phi-gguf"), llama_cpp_version=package_version("llama-cpp-python"),
         converter=converter(models), license=license_ if isinstance(license_, str) else None,

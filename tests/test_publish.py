@@ -246,3 +246,14 @@ def test_private_does_not_change_an_existing_public_repo_and_says_so(writer, qua
     out = publish(llm_cli, quants["Q8_0"].path, "--repo", REPO, "--private").output
     assert "already exists and is public; --private does not change that" in out
     assert not writer.repos[REPO].private
+
+
+def test_the_card_keeps_listing_files_published_earlier(writer, quants, llm_cli):
+    q4, q8 = quants["Q4_K_M"], quants["Q8_0"]
+    publish(llm_cli, q4.path, "--repo", REPO)
+    publish(llm_cli, q8.path, "--repo", REPO)
+    rows = table(card(writer).text)
+    assert set(rows) == {q4.path.name, q8.path.name}
+    assert rows[q4.path.name]["PPL"] == f"{MEASURED['Q4_K_M']['ppl']:.4f}"  # read back from the repo's report
+    assert rows[q4.path.name]["Type"] == "Q4_K_M"
+    assert sorted(writer.commits[1].paths) == ["Modelfile", "README.md", "tiny-Q8_0.gguf", "tiny-Q8_0.gguf.quality.json"]
