@@ -255,31 +255,22 @@ def publish(models: list[str], repo: str, *, private: bool = False, revision: st
             message: str | None = None, dry_run: bool = False, imatrix: list | None = None,
             base: str | None = None, echo=print) -> Published:
     """`llm phi publish`: plan the files and the card, then (unless dry_run) one commit to `repo`."""
-    from . import model_card
-    from .families import get_family
+    from huggingface_hub import HfApi
+
     from .hub import Hub, hub_errors
-    from .publish_sources import base_model, facts, imatrix_line, load_models, modelfile_text, recorded_imatrix
+    from .publish_sources import load_models
 
     repo_id, revision = parse_target(repo), revision or "main"
-    local = load_models(models)
+    local = load_models(models)  # local problems first: nothing is sent before they are ruled out
     imatrix_files = [Path(p).expanduser().absolute() for p in imatrix or []]
-    lines = [imatrix_line(p) for p in imatrix_files] or recorded_imatrix(local)
     hub = Hub.from_env()
     token = find_token()
     if token is None and not dry_run:
         raise no_token(hub.endpoint)
-    from huggingface_hub import HfApi
-
     api = HfApi(endpoint=hub.endpoint, token=token or False)
     with hub_errors(hub, repo_id, revision, table=ERRORS):
         state = repo_state(api, hub, token, repo_id, revision)
-        base = base or base_model(local, get_family(local[0].family))
-        others = remote_rows(hub, token, repo_id, state, local) if state.exists else []
-        card = model_card.render(facts(repo_id, local, lines, source_card(hub, token, base), base, others), state.card)
-        uploads = plan_uploads(local, imatrix_files, card, modelfile_text(local[0]))
-        for u in uploads:
-            u.status = compare(u, state.files)
-        result = Published(repo_id, revision, card, uploads)
+        result = plan(hub, token, repo_id, revision, state, local, imatrix_files, base)
         if state.exists and private and not state.private:
             result.notes.append(f"{repo_id} already exists and is public; --private does not change that "
                                 "(change it in the repo's settings)")
@@ -292,8 +283,27 @@ def publish(models: list[str], repo: str, *, private: bool = False, revision: st
             api.create_repo(repo_id, private=private, exist_ok=True)
         if revision != "main":
             api.create_branch(repo_id, branch=revision, exist_ok=True)
+        echo(f"Uploading {len(result.changed)} file(s), {sum(u.size for u in result.changed) / 1e6:.1f} MB, "
+             f"to {repo_id}@{revision}")
         result.commit_url = commit(api, repo_id, revision, result.changed, message, local).commit_url
     return result
+
+
+def plan(hub, token, repo_id: str, revision: str, state: RepoState, local: list[LocalModel],
+         imatrix_files: list[Path], base: str | None) -> Published:
+    """The card and every file with its status (new, changed, unchanged) against the repo."""
+    from . import model_card
+    from .families import get_family
+    from .publish_sources import base_model, facts, imatrix_line, modelfile_text, recorded_imatrix
+
+    lines = [imatrix_line(p) for p in imatrix_files] or recorded_imatrix(local)
+    base = base or base_model(local, get_family(local[0].family))
+    others = remote_rows(hub, token, repo_id, state, local) if state.exists else []
+    card = model_card.render(facts(repo_id, local, lines, source_card(hub, token, base), base, others), state.card)
+    uploads = plan_uploads(local, imatrix_files, card, modelfile_text(local[0]))
+    for u in uploads:
+        u.status = compare(u, state.files)
+    return Published(repo_id, revision, card, uploads)
 
 
 def commit(api, repo_id: str, revision: str, changed: list[Upload], message: str | None, models: list[LocalModel]):
