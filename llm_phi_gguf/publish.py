@@ -267,10 +267,14 @@ def publish(models: list[str], repo: str, *, private: bool = False, revision: st
     token = find_token()
     if token is None and not dry_run:
         raise no_token(hub.endpoint)
+    if hub.offline and not dry_run:
+        raise HubError("HF_HUB_OFFLINE is set, and publishing needs the hub", hint="unset HF_HUB_OFFLINE")
     api = HfApi(endpoint=hub.endpoint, token=token or False)
     with hub_errors(hub, repo_id, revision, table=ERRORS):
-        state = repo_state(api, hub, token, repo_id, revision)
+        state = RepoState(False) if hub.offline else repo_state(api, hub, token, repo_id, revision)
         result = plan(hub, token, repo_id, revision, state, local, imatrix_files, base)
+        if hub.offline:
+            result.notes.append("HF_HUB_OFFLINE is set: the repo was not read, so every file shows as new")
         if state.exists and private and not state.private:
             result.notes.append(f"{repo_id} already exists and is public; --private does not change that "
                                 "(change it in the repo's settings)")

@@ -120,3 +120,12 @@ def test_a_repo_card_with_bad_front_matter(writer, quants, llm_cli):
     error = one_line(llm_cli("phi", "publish", quants["Q4_K_M"].path, "--repo", REPO))
     assert "not a YAML mapping" in error and "fix README.md" in error
     assert writer.commits == []
+
+
+def test_offline(writer, quants, llm_cli, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    error = one_line(llm_cli("phi", "publish", quants["Q4_K_M"].path, "--repo", REPO))
+    assert "HF_HUB_OFFLINE is set" in error and "unset HF_HUB_OFFLINE" in error
+    result = llm_cli("phi", "publish", quants["Q4_K_M"].path, "--repo", REPO, "--dry-run")
+    assert result.exit_code == 0 and "the repo was not read" in result.output
+    assert writer.requests == []
