@@ -51,6 +51,7 @@ class Facts:
     base_model: str
     rows: list[FileRow]
     chat_example: str
+    template_in_gguf: bool  # False: the GGUFs carry no chat template; the family's renders the example
     stops: tuple[str, ...]
     tool_version: str
     llama_cpp_version: str
@@ -150,7 +151,8 @@ def run_section(f: Facts) -> str:
             f"llm phi download {f.repo_id} --file {r.name}",
             f'llm -m {r.alias} "{EXAMPLE_PROMPT}"',
             *(["# Ollama, with the model's own chat template and stop strings", *ollama] if f.modelfile else []),
-            "# llama.cpp (--jinja uses the chat template stored in the GGUF)",
+            *(["# llama.cpp (--jinja uses the chat template stored in the GGUF)"] if f.template_in_gguf else
+              ["# llama.cpp (this GGUF has no chat template: add --chat-template-file with the model's Jinja template)"]),
             f"llama-cli --hf-repo {f.repo_id} --hf-file {r.name} --jinja -cnv",
         ]
         blocks.append(f"**{r.name}**\n\n" + fence("\n".join(lines), "sh"))
@@ -164,15 +166,18 @@ def section(f: Facts) -> str:
         START,
         f"# {f.repo_id.split('/')[-1]}",
         f"GGUF files of [{f.base_model}](https://huggingface.co/{f.base_model}), quantized with llama.cpp by "
-        f"llm-phi-gguf, which runs them as the Phi family `{f.family_key}` ({f.family_title}).",
+        f"llm-phi-gguf, which runs them as the Phi family `{f.family_key}`"
+        + ("." if f.family_title == f.base_model else f" ({f.family_title})."),
         "## Files",
         files_table(f),
         quality_note(f),
         "## How these files were made",
         how_made(f),
         "## Chat format",
-        "The prompt format is the model's own Hugging Face chat template (stored in each GGUF as "
-        "`tokenizer.chat_template`). A system message and one user turn render as:",
+        "The prompt format is the model's own Hugging Face chat template ("
+        + ("stored in each GGUF as `tokenizer.chat_template`" if f.template_in_gguf else
+           f"these GGUFs carry none; llm-phi-gguf uses the template of {f.family_title}")
+        + "). A system message and one user turn render as:",
         fence(f.chat_example, "text"),
         f"Generation stops at {stops}.",
         "## Run",

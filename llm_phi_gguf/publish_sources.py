@@ -230,6 +230,7 @@ def facts(repo_id: str, models: list[LocalModel], imatrix: list[str], source: di
         repo_id=repo_id, family_key=family.key, family_title=family.title, base_model=base,
         rows=sorted([file_row(m, i == 0) for i, m in enumerate(models)] + list(others), key=lambda r: (r.size, r.name)),
         chat_example=chat_example(models[0], family), stops=family.stops,
+        template_in_gguf=isinstance(models[0].metadata.get("tokenizer.chat_template"), str),
         tool_version=package_version("llm-phi-gguf"), llama_cpp_version=package_version("llama-cpp-python"),
         converter=converter(models), license=license_ if isinstance(license_, str) else None,
         pipeline_tag=source.get("pipeline_tag"), quantized_by=repo_id.split("/")[0],

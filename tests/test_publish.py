@@ -115,6 +115,8 @@ def test_card_shows_the_hf_template_and_how_to_run_each_file(writer, quants, llm
         assert f"llama-cli --hf-repo {REPO} --hf-file {name} --jinja" in text
         assert f"ollama create {alias} -f {alias}/Modelfile" in text
     assert "Converter: llm-phi-gguf's streaming converter" in text and "Importance matrix: none" in text
+    # these GGUFs carry no template of their own: the card says so and how llama.cpp gets one
+    assert "these GGUFs carry none" in text and "--chat-template-file" in text
 
 
 def test_modelfile_is_the_familys_from_the_first_file(writer, quants, llm_cli):

@@ -16,7 +16,7 @@ def facts(**changes) -> model_card.Facts:
     row = model_card.FileRow("m-Q4_K_M.gguf", ["m-Q4_K_M.gguf"], "Q4_K_M", 2_390_000_000, 4.89, "phi-3.5-q4",
                              dict(ppl=6.1, kld_mean=0.01, kld_p99=0.1, top1=0.95), modelfile_from=True)
     base = dict(repo_id="me/m-gguf", family_key="phi-3.5", family_title="microsoft/Phi-3.5-mini-instruct",
-                base_model="microsoft/Phi-3.5-mini-instruct", rows=[row], chat_example="<|user|>\nhi<|end|>\n",
+                base_model="microsoft/Phi-3.5-mini-instruct", rows=[row], chat_example="<|user|>\nhi<|end|>\n", template_in_gguf=True,
                 stops=("<|end|>",), tool_version="1.0", llama_cpp_version="0.3.36", converter="ours",
                 modelfile="Modelfile")
     return model_card.Facts(**{**base, **changes})
