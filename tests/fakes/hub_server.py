@@ -417,9 +417,8 @@ class Handler(BaseHTTPRequestHandler):
                 self.hub.check_write(m["repo"].split("/")[0], self.token())
                 return self.lfs_batch(json.loads(data)) if m["op"] == "batch" else self.lfs_verify(json.loads(data))
             raise HubError(404, None, "Not found")
-        except HubError as e:
-            self.close_connection = True  # the body may be unread
-            headers = {"X-Error-Message": e.message, **({"X-Error-Code": e.code} if e.code else {})}
+        except HubError as e:  # the body may be unread: close, and say so, or the client reuses the connection
+            headers = {"X-Error-Message": e.message, "Connection": "close", **({"X-Error-Code": e.code} if e.code else {})}
             self.send(e.status, json.dumps({"error": e.message}).encode(), headers, True, "application/json")
 
     def reply(self, payload, status: int = 200) -> None:
