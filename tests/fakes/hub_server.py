@@ -34,7 +34,8 @@ _commit_api.py / lfs.py), all needing a token that `add_writer` allowed for the 
 connection after reading half of the next PUT of it.
 
 No Xet: responses never carry X-Xet-Hash / xetHash, so the client takes the plain HTTP path
-(and hf_xet is not installed anyway). `drop_once(path)` makes the CDN send the headers and half
+for downloads. Uploads take Xet whenever hf_xet is importable, so publish tests switch it off
+(huggingface_hub.constants.HF_HUB_DISABLE_XET, see fixtures/publish_fixtures.py). `drop_once(path)` makes the CDN send the headers and half
 of that file's body, then cut the connection, once. `requests` records every request.
 """
 
