@@ -14,14 +14,7 @@ import click
 from click_default_group import DefaultGroup
 
 from .errors import PhiError, one_line_errors
-
-
-def human_size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"
+from .fmt import human_size
 
 
 @click.group()

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import HubError, PhiError
+from .store import models_dir, output_path
 
 REPO_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+?)(?:@(?P<rev>[\w./-]+))?$")
 LOCAL_LOOKING = (".gguf", ".safetensors", ".json", "/")
@@ -337,6 +338,22 @@ def resolve_source(src: str, want: str = "any", echo=print) -> Path:
         return fetch(hub, listing, names, echo) / names[0]
 
 
+def resolve_for_quantize(src, out, echo) -> tuple[Path, object, str | None]:
+    """`llm phi quantize`'s source: (local path, output folder or file, output base name).
+
+    A repo id's files live in the Hugging Face cache under a commit-hash folder: its outputs
+    default to llm's models folder (<user dir>/llm-phi-gguf/models/<owner>/), named after the repo.
+    """
+    local = Path(resolve_source(str(src), want="any", echo=echo)).expanduser().absolute()
+    if Path(str(src)).expanduser().exists():
+        return local, out, None
+    owner, _, repo = str(src).split("@")[0].partition("/")
+    if out is None:
+        out = models_dir() / owner
+        out.mkdir(parents=True, exist_ok=True)
+    return local, out, repo
+
+
 def _source_gguf(listing: Listing) -> list[str]:
     pattern = _type_pattern()
     for qtype in SOURCE_TYPES:
@@ -380,17 +397,6 @@ def register_cached(path: Path, alias: str | None, force: bool, echo):
         echo(f"{path.name} is already registered as {same[0].alias}")
         return same[0]
     return store.register_file(path, alias=alias, force=force)
-
-
-def models_dir() -> Path:
-    from .store import registry_dir
-
-    return registry_dir() / "models"
-
-
-def output_path(repo: str, quant: str) -> Path:
-    owner, name = repo.split("/")
-    return models_dir() / owner / f"{name}_{quant}.gguf"
 
 
 def already_built(repo: str, quant: str, alias: str | None, force: bool, echo):

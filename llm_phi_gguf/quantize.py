@@ -197,13 +197,6 @@ def _failure(rc: int, reader: LogReader, src: Path, qname: str) -> QuantizationE
     return QuantizationError(f"Quantizing {what} failed with exit status {rc}: {reader.crash_detail()}")
 
 
-def all_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 @contextlib.contextmanager
 def _weights_file(im) -> Iterator[str | None]:
     """The imatrix as final per-column weights in a temporary legacy file the child can read."""
@@ -259,6 +252,7 @@ def quantize_file(
     """
     from .files import atomic_output, check_free_space, check_output_path
     from .quant_types import get_quant_type
+    from .runtime import all_cores
 
     qt = get_quant_type(qtype)
     src = Path(src_gguf).expanduser().absolute()
@@ -303,29 +297,16 @@ def plan_outputs(src: Path, qtypes: list, out, name: str | None = None) -> list[
     return [folder / f"{name}_{qt.name}.gguf" for qt in qtypes]
 
 
-def resolve_src(src, echo) -> Path:
-    """A local folder or GGUF as given, or a Hugging Face repo id downloaded by the hub stage."""
-    from .hub import resolve_source
+def local_source(src, out, echo) -> tuple[Path, object, str | None]:
+    """(local source, output folder or file, output base name) for a local folder or GGUF.
 
-    return Path(resolve_source(str(src), want="any", echo=echo)).expanduser().absolute()
-
-
-def resolve_src_and_folder(src, out, echo) -> tuple[Path, object, str | None]:
-    """(local source, output folder or file, output base name).
-
-    A repo id's files live in the Hugging Face cache under a commit-hash folder: its outputs
-    default to llm's models folder (<user dir>/llm-phi-gguf/models/<owner>/), named after the repo.
+    The default `resolve` of quantize_source; `llm phi quantize` passes hub.resolve_for_quantize,
+    which also takes Hugging Face repo ids (the hub stage sits above this one).
     """
-    if Path(str(src)).expanduser().exists():
-        return resolve_src(src, echo), out, None
-    from .hub import models_dir
-
-    local = resolve_src(src, echo)
-    owner, _, repo = str(src).split("@")[0].partition("/")
-    if out is None:
-        out = models_dir() / owner
-        out.mkdir(parents=True, exist_ok=True)
-    return local, out, repo
+    path = Path(str(src)).expanduser()
+    if not path.exists():
+        raise PhiError(f"{src} does not exist", hint="give a local Hugging Face folder or GGUF file")
+    return path.absolute(), out, None
 
 
 @contextlib.contextmanager
@@ -399,14 +380,17 @@ def quantize_source(
     force: bool = False,
     progress=True,
     echo: Callable[[str], None] = print,
+    resolve: Callable = local_source,
 ) -> list[QuantResult]:
-    """`llm phi quantize`: SRC (HF folder, GGUF, repo id) -> one GGUF per type, report, registration."""
+    """`llm phi quantize`: SRC (HF folder, GGUF; a repo id through `resolve`) -> one GGUF per type,
+    report, registration. resolve(src, out, echo) -> (local path, out, base name), called after
+    the cheap checks and before any conversion."""
     from .files import check_output_path
 
     types = check_request(qtypes, imatrix, calibration)
     texts = _read_texts(calibration, eval_text)
     im = _read_imatrix(imatrix)  # a bad file fails now, not after a long conversion
-    src, out, name = resolve_src_and_folder(src, out, echo)
+    src, out, name = resolve(src, out, echo)
     outs = plan_outputs(src, types, out, name)
     for o in outs:
         check_output_path(o, force, inputs=(src,))

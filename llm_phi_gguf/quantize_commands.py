@@ -40,13 +40,14 @@ def register_quantize_commands(phi, quantize) -> None:
 def run_cmd(src, qtypes, out, alias, no_register, imatrix, calibration, eval_text, keep_f16, threads,
             allow_requantize, no_report, force):
     "Quantize SRC (Hugging Face folder, f16/bf16/f32 GGUF, or repo id) to one or more types"
-    from .cli import human_size
+    from .fmt import human_size
+    from .hub import resolve_for_quantize
     from .quantize import quantize_source
 
     results = quantize_source(
         src, qtypes, out=out, imatrix=imatrix, calibration=calibration, alias=alias, register=not no_register,
         keep_f16=keep_f16, threads=threads, allow_requantize=allow_requantize, report=not no_report,
-        eval_text=eval_text, force=force, progress=True, echo=click.echo,
+        eval_text=eval_text, force=force, progress=True, echo=click.echo, resolve=resolve_for_quantize,
     )
     for r in results:
         click.echo(f"Wrote {r.path} ({r.qtype}, {human_size(r.size)}, {r.seconds:.1f} s)")

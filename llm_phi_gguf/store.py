@@ -74,6 +74,17 @@ def registry_path() -> Path:
     return registry_dir() / "models.json"
 
 
+def models_dir() -> Path:
+    """Where the plugin builds the GGUFs it makes from downloaded checkpoints."""
+    return registry_dir() / "models"
+
+
+def output_path(repo: str, quant: str) -> Path:
+    """The GGUF `llm phi download` builds for `repo` (owner/name) at `quant`."""
+    owner, name = repo.split("/")
+    return models_dir() / owner / f"{name}_{quant}.gguf"
+
+
 def _read(path: Path) -> dict[str, ModelEntry]:
     try:
         text = path.read_text("utf-8")
