@@ -26,14 +26,6 @@ from typing import Any, Iterator
 from .errors import ConversionError, PhiError
 from .safetensors_reader import TensorEntry, bf16_to_f32, read_header
 
-# HF architectures[0] -> GGUF architecture. Anything else is refused by name.
-SUPPORTED = {
-    "PhiForCausalLM": "phi2",
-    "Phi3ForCausalLM": "phi3",
-    "PhiMoEForCausalLM": "phimoe",  # the hub's spelling
-    "PhimoeForCausalLM": "phimoe",  # what current transformers saves
-}
-
 # --outtype -> (llama_ftype, ggml type of the big weights); "auto" is resolved from the weights.
 OUTTYPES = {"f32": (0, 0), "f16": (1, 1), "bf16": (32, 30), "q8_0": (7, 8)}
 F32, F16, BF16, Q8_0 = 0, 1, 30, 8
@@ -104,6 +96,7 @@ def _real(name: str, value: Any, lo: float = 0.0, hi: float = math.inf) -> float
 
 
 def load_params(folder: Path) -> Params:
+    from .families import check_architecture
     from .gguf_info import MAX_EXPERTS, MAX_LAYERS
 
     path = folder / "config.json"
@@ -119,11 +112,7 @@ def load_params(folder: Path) -> Params:
     archs = cfg.get("architectures") or ["(none)"]
     if not isinstance(archs, list) or not isinstance(archs[0], str):
         raise ConversionError(f"config.json: architectures is {str(archs)[:40]!r}; expected a list of names")
-    if archs[0] not in SUPPORTED:
-        raise ConversionError(
-            f"Architecture {archs[0]} is not supported; supported: {', '.join(SUPPORTED)}"
-        )
-    arch = SUPPORTED[archs[0]]
+    arch = check_architecture(archs[0], str(folder))  # families.py's table; the rest refused by name
     # Hub configs say rope_scaling (+ top-level rope_theta...), new ones rope_parameters: merge
     # the top-level values in, as llama.cpp does, so both layouts read the same.
     rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}

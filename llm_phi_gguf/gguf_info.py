@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from typing import Iterable, NoReturn
 
 from .errors import GGUFError
+from .families import GGUF_ARCHITECTURES, SEE_FAMILIES, gguf_name, refusal, unsupported_model
 from .quant_types import QUANT_TYPES
 
-PHI_ARCHITECTURES = ("phi2", "phi3", "phimoe")
+PHI_ARCHITECTURES = tuple(sorted(GGUF_ARCHITECTURES))  # families.py: the one list
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
@@ -592,6 +593,8 @@ def check_phi(info: GGUFInfo) -> None:
         raise GGUFError(f"{info.path} has no general.architecture, so it is not a Phi model "
                         f"(supported: {', '.join(PHI_ARCHITECTURES)})")
     if arch not in PHI_ARCHITECTURES:
+        if (model := unsupported_model(name=gguf_name(info.metadata))) is not None:
+            raise GGUFError(refusal(model, str(info.path)), hint=SEE_FAMILIES)
         raise GGUFError(f"{info.path} is a GGUF of architecture {_show(arch)}, not a Phi model "
                         f"(supported: {', '.join(PHI_ARCHITECTURES)})")
 

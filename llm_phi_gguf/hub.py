@@ -280,13 +280,15 @@ def fetch(hub: Hub, listing: Listing, names: list[str], echo) -> Path:
 def check_phi_config(folder: Path, repo: str) -> None:
     import json
 
-    from .families import FAMILIES
+    from .families import SEE_FAMILIES, SUPPORTED_ARCHITECTURES, refusal, unsupported_model
 
-    known = sorted({a for f in FAMILIES for a in f.hf_architectures})
+    known = sorted(SUPPORTED_ARCHITECTURES)
     try:
         archs = json.loads((folder / "config.json").read_text("utf-8")).get("architectures") or []
     except (OSError, ValueError, AttributeError):
         raise HubError(f"{repo}: config.json is missing or not valid JSON") from None
+    if (model := unsupported_model(archs)) is not None:
+        raise HubError(refusal(model, repo), hint=SEE_FAMILIES)
     if not set(archs) & set(known):
         raise HubError(f"{repo} is not a Phi model (architectures: {', '.join(archs) or 'none'})",
                        hint=f"this plugin handles {', '.join(known)}")
@@ -300,9 +302,11 @@ def fetch_checkpoint(hub: Hub, listing: Listing, echo) -> Path:
 
 
 def _check_gguf_arch(listing: Listing) -> None:
-    from .families import FAMILIES
+    from .families import GGUF_ARCHITECTURES as phi
+    from .families import SEE_FAMILIES, refusal, unsupported_model
 
-    phi = {f.gguf_arch for f in FAMILIES}
+    if (model := unsupported_model(name=listing.repo_id)) is not None:
+        raise HubError(refusal(model, listing.repo_id), hint=SEE_FAMILIES)
     if listing.gguf_arch and listing.gguf_arch not in phi:
         raise HubError(f"{listing.repo_id} is not a Phi model (GGUF architecture {listing.gguf_arch})",
                        hint=f"this plugin runs {', '.join(sorted(phi))}")

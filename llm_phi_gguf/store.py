@@ -193,6 +193,9 @@ def register_file(
     # absolute, not resolved: a symlink (the HF cache's snapshot names) is kept as given
     path = Path(path).expanduser().absolute()
     info = validate_gguf(path)
+    if not family and (model := families.unsupported_model(name=families.gguf_name(info.metadata))):
+        raise RegistryError(families.refusal(model, path.name),
+                            hint=f"{families.SEE_FAMILIES}; pass --family if it is one of them under another name")
     fam = families.get_family(family) if family else families.detect_family(info.metadata)
     if fam is None:
         raise RegistryError(

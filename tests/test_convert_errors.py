@@ -41,12 +41,23 @@ def test_missing_config(src, tmp_path):
     fails(src, tmp_path / "o.gguf", "No config.json")
 
 
-@pytest.mark.parametrize("arch", ["Phi3SmallForCausalLM", "Phi3VForCausalLM", "Phi4MMForCausalLM",
-                                  "Phi4FlashForCausalLM", "LlamaForCausalLM"])
-def test_unsupported_architecture_names_it_and_the_supported_list(arch, src, tmp_path):
+@pytest.mark.parametrize("arch, title, reason", [
+    ("Phi3SmallForCausalLM", "Phi-3-small", "llama.cpp has no architecture for it"),
+    ("Phi3VForCausalLM", "Phi-3/3.5-vision", "neither its text model nor its vision projector"),
+    ("Phi4MMForCausalLM", "Phi-4-multimodal", "llama.cpp does not support it"),
+    ("Phi4FlashForCausalLM", "Phi-4-mini-flash-reasoning", "hybrid (SambaY) architecture"),
+])
+def test_unsupported_phi_is_refused_by_name_with_the_reason(arch, title, reason, src, tmp_path):
     edit_json(src / "config.json", architectures=[arch])
-    err = fails(src, tmp_path / "o.gguf", arch)
-    assert "PhiForCausalLM" in str(err) and "PhimoeForCausalLM" in str(err)
+    err = str(fails(src, tmp_path / "o.gguf", arch))
+    assert f"is {title} ({arch}), which this plugin cannot run: " in err and reason in err
+    assert "llm phi families" in err
+
+
+def test_other_architecture_names_it_and_the_supported_list(src, tmp_path):
+    edit_json(src / "config.json", architectures=["LlamaForCausalLM"])
+    err = str(fails(src, tmp_path / "o.gguf", "architecture LlamaForCausalLM is not supported"))
+    assert "PhiForCausalLM" in err and "PhimoeForCausalLM" in err and "llm phi families" in err
 
 
 def test_missing_weights(src, tmp_path):
