@@ -285,15 +285,20 @@ def base_name(src: Path) -> str:
 
 
 def plan_outputs(src: Path, qtypes: list, out, name: str | None = None) -> list[Path]:
-    """`<name>_<TYPE>.gguf` next to the source, or in the folder `out`, or exactly `out` (one type)."""
+    """`<name>_<TYPE>.gguf` next to the source, or in the folder `out` (created if missing), or
+    exactly `out` (one type)."""
     name = name or base_name(src)
     if out is not None and str(out).lower().endswith(".gguf"):
         if len(qtypes) > 1:
             raise PhiError(f"With several -q types, -o must be a folder, not the file {out}")
         return [Path(out).expanduser().absolute()]
     folder = Path(out).expanduser().absolute() if out is not None else src.parent
-    if not folder.is_dir():
-        raise PhiError(f"Output folder {folder} does not exist")
+    if folder.exists() and not folder.is_dir():
+        raise PhiError(f"-o {out} is a file, not a folder", hint="give a folder, or one -q type and OUT.gguf")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PhiError(f"Cannot create the output folder {folder}: {e.strerror}") from None
     return [folder / f"{name}_{qt.name}.gguf" for qt in qtypes]
 
 

@@ -22,7 +22,7 @@ def register_quantize_commands(phi, quantize) -> None:
 @click.argument("src")
 @click.option("-q", "--quant", "qtypes", multiple=True, default=("Q4_K_M",), show_default=True,
               help="llama.cpp file type; repeat for several outputs (see: llm phi quantize types)")
-@click.option("-o", "--output", "out", help="Output file (one type) or existing folder; default: beside SRC")
+@click.option("-o", "--output", "out", help="Output file (one type, *.gguf) or folder (created if missing); default: beside SRC")
 @click.option("--alias", help="Alias to register (several types: ALIAS-q4, ALIAS-q5 ...)")
 @click.option("--no-register", is_flag=True, help="Do not register the outputs with llm")
 @click.option("--imatrix", "imatrix", type=click.Path(dir_okay=False, exists=True),
