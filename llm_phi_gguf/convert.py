@@ -370,10 +370,10 @@ def chunks(t: Planned) -> Iterator[Any]:
     for src in t.sources:
         step = max(1, CHUNK_BYTES // (4 * max(src.shape[-1] if src.shape else 1, 1)))
         for rows in src.iter_rows(step):
-            yield _convert(rows, src.dtype, t.qtype)
+            yield _convert(rows, src.dtype, t.qtype, t.name)
 
 
-def _convert(block, src_dtype: str, qtype: int):
+def _convert(block, src_dtype: str, qtype: int, name: str = "?"):
     import gguf
     import numpy as np
 
@@ -384,8 +384,25 @@ def _convert(block, src_dtype: str, qtype: int):
     if qtype == F32:
         return data.astype(np.float32)
     if qtype == F16:
-        return data.astype(np.float16)
+        return _to_f16(data, name)
     return gguf.quants.quantize(data.astype(np.float32, copy=False), gguf.GGMLQuantizationType(qtype))
+
+
+def _to_f16(data, name: str):
+    """data as float16; refuse values beyond its range (+-65504), which the cast would make inf."""
+    import numpy as np
+
+    with np.errstate(over="ignore"):
+        out = data.astype(np.float16)
+    if np.isinf(out).any():
+        overflowed = np.asarray(data)[np.isinf(out) & np.isfinite(data)]
+        if overflowed.size:
+            raise ConversionError(
+                f"Tensor {name} holds values beyond float16's range (up to {np.abs(overflowed).max():.4g}; "
+                f"f16 ends at 65504): converting it to f16 would write inf",
+                hint="convert with --outtype bf16 or f32: llm phi quantize convert SRC -o OUT.gguf --outtype bf16 "
+                     "(and quantize OUT.gguf)")
+    return out
 
 
 def resolve_outtype(outtype: str, entries: dict[str, TensorEntry]) -> tuple[int, int]:

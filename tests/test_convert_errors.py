@@ -154,3 +154,21 @@ def test_error_while_writing_leaves_no_partial_file(src, tmp_path, monkeypatch):
 
 def test_unknown_outtype(src, tmp_path):
     fails(src, tmp_path / "o.gguf", "Unknown outtype", outtype="q4_k")
+
+
+@pytest.mark.parametrize("outtype", ["f16", "auto"])
+def test_values_beyond_f16_are_refused_naming_the_tensor(outtype, checkpoint, tmp_path):
+    """A cast to f16 would turn them into inf; the converter names the tensor and the way out."""
+    from safetensors.numpy import load_file, save_file
+
+    src = tmp_path / "src"
+    shutil.copytree(checkpoint("phi-3-mini-4k", dtype="float32"), src)
+    weights = load_file(src / "model.safetensors")
+    name = next(n for n in weights if n.endswith("layers.1.mlp.down_proj.weight"))
+    weights[name][3, 5] = 1e6
+    save_file(weights, src / "model.safetensors", metadata={"format": "pt"})
+    err = str(fails(src, tmp_path / "o.gguf", "blk.1.ffn_down.weight holds values beyond float16's range",
+                    outtype=outtype))
+    assert "up to 1e+06" in err and "inf" in err and "--outtype bf16" in err
+    for ok in ("bf16", "f32"):
+        convert_checkpoint(src, tmp_path / f"{ok}.gguf", outtype=ok, progress=False)

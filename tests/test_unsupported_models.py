@@ -9,7 +9,7 @@ import json
 import pytest
 
 from fakes.hub_server import FakeRepo
-from fixtures.gguf_builders import phi3_metadata, phi3_tensors, write_gguf, write_phi3
+from fixtures.gguf_builders import V, phi3_metadata, phi3_tensors, write_gguf, write_phi3
 from fixtures.hub_fixtures import gguf_repo, one_line
 from llm_phi_gguf import families, store
 from llm_phi_gguf.errors import GGUFError, RegistryError
@@ -54,10 +54,11 @@ def test_download_of_an_unsupported_gguf_repo_is_refused_by_name(hub, tmp_path, 
 
 
 def test_register_refuses_a_gguf_named_as_an_unsupported_model(tmp_path):
-    path = write_phi3(tmp_path / "v.gguf", **{"general.name": "Phi-3.5-vision-instruct"})
+    path = write_phi3(tmp_path / "v.gguf", **{"general.name": "Phi 4 Multimodal Instruct",
+                                              "general.basename": ("Phi-4-multimodal", V.STRING)})
     with pytest.raises(RegistryError) as e:
         store.register_file(path)
-    assert "v.gguf is Phi-3/3.5-vision (Phi3VForCausalLM), which this plugin cannot run" in str(e.value)
+    assert "v.gguf is Phi-4-multimodal (Phi4MMForCausalLM), which this plugin cannot run" in str(e.value)
     assert "pass --family" in str(e.value)
     assert store.register_file(path, family="phi-3").family == "phi-3"  # the user's word wins
 
