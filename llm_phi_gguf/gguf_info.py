@@ -599,11 +599,18 @@ def check_phi(info: GGUFInfo) -> None:
                         f"(supported: {', '.join(PHI_ARCHITECTURES)})")
 
 
-def validate_gguf(path: str | os.PathLike) -> GGUFInfo:
-    """Everything we check before llama.cpp may open `path`; returns the parsed header."""
-    info = read_gguf(path)
-    check_phi(info)
-    check_loadable(info)
+def validate_gguf(path: str | os.PathLike, hint: str | None = None) -> GGUFInfo:
+    """Everything we check before llama.cpp may open `path`; returns the parsed header.
+
+    hint: the caller's next step, added to an error that has none of its own."""
+    try:
+        info = read_gguf(path)
+        check_phi(info)
+        check_loadable(info)
+    except GGUFError as e:
+        if hint is None or e.hint:
+            raise
+        raise GGUFError(str(e), hint=hint) from None
     return info
 
 

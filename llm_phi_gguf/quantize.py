@@ -39,6 +39,7 @@ FALLBACK_LINE = re.compile(
     r"-> falling back to\s+(\S+)"
 )
 FAILED_LINE = re.compile(r"failed to quantize: (.*)$")
+SOURCE_HINT = "quantize takes a Phi GGUF (best F16/BF16/F32) or a Hugging Face checkpoint folder or repo id"
 # Mixture rules can bump a tensor above the file type's nominal bits (Q6_K/Q8_0 output, attn_v);
 # this head-room keeps the disk-space estimate an upper bound.
 SIZE_HEADROOM = 1.25
@@ -73,7 +74,7 @@ def read_source(src: Path):
 
     if not src.is_file():
         raise GGUFError(f"{src} does not exist" if not src.exists() else f"{src} is not a file")
-    return validate_gguf(src)
+    return validate_gguf(src, hint=SOURCE_HINT)
 
 
 def quantizable(t) -> bool:

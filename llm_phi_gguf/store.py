@@ -192,7 +192,7 @@ def register_file(
 
     # absolute, not resolved: a symlink (the HF cache's snapshot names) is kept as given
     path = Path(path).expanduser().absolute()
-    info = validate_gguf(path)
+    info = validate_gguf(path, hint="register takes a Phi GGUF file; llm phi download or llm phi quantize make one")
     if not family and (model := families.unsupported_model(name=families.gguf_name(info.metadata))):
         raise RegistryError(families.refusal(model, path.name),
                             hint=f"{families.SEE_FAMILIES}; pass --family if it is one of them under another name")

@@ -134,7 +134,7 @@ def test_prompt_longer_than_context_is_one_line(registered, llm_cli):
 
 def test_unknown_option_refused(registered, llm_cli):
     r = llm_cli("-m", registered("phi-4"), "hi", "-o", "gpu_layer", "1")
-    assert r.exit_code != 0
+    assert r.exit_code == 1 and "gpu_layer" in r.output and "Extra inputs are not permitted" in r.output
 
 
 @pytest.mark.parametrize(
