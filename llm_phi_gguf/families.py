@@ -171,6 +171,15 @@ def named_like_phi3(name: str) -> bool:
 DEFAULT_N_CTX = 4096
 
 
+def default_n_ctx(metadata: dict) -> int:
+    """The context to load (and export to Ollama) with: DEFAULT_N_CTX, or the model's trained
+    context when that is smaller."""
+    trained = metadata.get(f"{metadata.get('general.architecture')}.context_length")
+    if isinstance(trained, int) and not isinstance(trained, bool) and trained > 0:
+        return min(DEFAULT_N_CTX, trained)
+    return DEFAULT_N_CTX
+
+
 def get_family(key: str) -> Family:
     try:
         return BY_KEY[key]

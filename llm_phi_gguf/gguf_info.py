@@ -231,7 +231,6 @@ def _open(path: str):
 _U32 = struct.Struct("<I")
 _I32 = struct.Struct("<i")
 _U64 = struct.Struct("<Q")
-_I64 = struct.Struct("<q")
 _HEADER = struct.Struct("<Iqq")  # version, n_tensors, n_kv (after the magic)
 
 # Smallest possible encodings, used to reject absurd counts before looping over them:
