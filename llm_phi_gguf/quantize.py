@@ -204,7 +204,7 @@ def _weights_file(im) -> Iterator[str | None]:
     if im is None:
         yield None
         return
-    from .imatrix import write_dat
+    from .imatrix_dat import write_dat
 
     with tempfile.TemporaryDirectory(prefix="llm-phi-imatrix-") as tmp:
         path = Path(tmp) / "weights.dat"
@@ -319,34 +319,32 @@ def local_source(src, out, echo) -> tuple[Path, object, str | None]:
 def source_gguf(src: Path, folder: Path, keep_f16: bool, force: bool, progress, echo) -> Iterator[Path]:
     """The GGUF to quantize: src itself, or src (a HF folder) converted once into `folder`.
 
-    The conversion goes to a hidden temporary file beside the outputs, deleted afterwards, or
-    kept as `<name>_F16.gguf` / `_BF16.gguf` with keep_f16.
+    The conversion is atomic_output's temporary for `<name>_F16.gguf` / `_BF16.gguf` beside the
+    outputs: renamed to it with keep_f16, else deleted (a killed run's is cleaned up later).
     """
     if not src.is_dir():
         yield src
         return
     from .convert import convert_checkpoint
+    from .files import atomic_output, check_output_path
 
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{src.name}.", suffix=".convert.gguf.partial", dir=folder)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    kept = folder / f"{src.name}_{converted_type(src)}.gguf"
+    if keep_f16:
+        check_output_path(kept, force)  # before the conversion, not after it
+    with atomic_output(kept, force=force, keep=keep_f16) as tmp:
         echo(f"Converting {src} to GGUF")
         convert_checkpoint(src, tmp, outtype="auto", force=True, progress=bool(progress))
-        kept = _kept_path(tmp, src, folder, force) if keep_f16 else None
         yield tmp
-        if kept:
-            os.replace(tmp, kept)
-            echo(f"Kept the converted model as {kept}")
-    finally:
-        tmp.unlink(missing_ok=True)
+    if keep_f16:
+        echo(f"Kept the converted model as {kept}")
 
 
-def _kept_path(tmp: Path, src: Path, folder: Path, force: bool) -> Path:
-    from .files import check_output_path
-    from .gguf_info import read_gguf
+def converted_type(src: Path) -> str:
+    """The file type convert_checkpoint(outtype="auto") writes for src: F16 or BF16."""
+    from .convert import OUTTYPES, index_weights, resolve_outtype
 
-    return check_output_path(folder / f"{src.name}_{read_gguf(tmp).file_type_name}.gguf", force)
+    ftype, _ = resolve_outtype("auto", index_weights(src))
+    return next(name.upper() for name, (f, _) in OUTTYPES.items() if f == ftype)
 
 
 def check_aliases(info, outs: list[Path], qtypes: list, alias: str | None, force: bool) -> list[str]:
