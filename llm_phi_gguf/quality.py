@@ -66,7 +66,7 @@ def builtin_eval_text() -> str:
 
 
 def bits_per_weight(path) -> float:
-    from .gguf_info import read_gguf
+    from .gguf_reader import read_gguf
 
     info = read_gguf(path)
     return 8.0 * sum(t.nbytes for t in info.tensors) / max(info.n_params, 1)
@@ -116,7 +116,7 @@ def _logprob_blocks(path, chunks_or_text, n_ctx: int):
 
 
 def _eval_n_ctx(path, n_ctx: int) -> int:
-    from .gguf_info import read_gguf
+    from .gguf_reader import read_gguf
 
     trained = read_gguf(path).context_length or n_ctx
     return max(16, min(n_ctx, trained))

@@ -229,7 +229,7 @@ def test_phi3_whitespace_rule_matches_hub_tokenizer(source, hub_style_phi35, lla
     from transformers import AutoTokenizer
 
     from llm_phi_gguf.convert import convert_checkpoint
-    from llm_phi_gguf.gguf_info import read_gguf
+    from llm_phi_gguf.gguf_reader import read_gguf
 
     path = tmp_path / "demo.gguf"
     if source == "ours":

@@ -184,7 +184,7 @@ def test_ctrl_c_kills_the_child_and_leaves_no_file(f16, tmp_path, monkeypatch):
 
 
 def test_progress_reports_every_tensor(f16, tmp_path):
-    from llm_phi_gguf.gguf_info import read_gguf
+    from llm_phi_gguf.gguf_reader import read_gguf
 
     seen = []
     quantize.quantize_file(f16, tmp_path / "o.gguf", "Q4_K_M", progress=lambda *event: seen.append(event))
@@ -227,7 +227,7 @@ DEFAULT_TYPES = {"Q4_0": "Q4_0", "Q5_0": "Q5_0", "Q2_K": "Q2_K", "Q3_K_M": "Q3_K
 
 @pytest.mark.parametrize("qtype", list(DEFAULT_TYPES))
 def test_other_file_types(f16, tmp_path, qtype):
-    from llm_phi_gguf.gguf_info import read_gguf
+    from llm_phi_gguf.gguf_reader import read_gguf
 
     result = quantize.quantize_file(f16, tmp_path / "o.gguf", qtype, progress=False)
     assert result.fallbacks == []
