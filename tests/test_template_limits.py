@@ -38,8 +38,8 @@ HOSTILE = {
     "str.format width": ("{{ '{:>1000000000}'.format('a') }}", "a format spec would build"),
     "str.format nested width": ("{{ '{:>{}}'.format('a', 1000000000) }}", "a format spec would build"),
     "str.format precision": ("{{ '{:.1000000000f}'.format(1.0) }}", "a format spec would build"),
-    "join filter": ("{{ ('a' * 1000000)|list|join('b' * 1000) }}", "the join filter would build"),
-    "str.join": ("{{ ('b' * 1000).join(('a' * 1000000)|list) }}", "str.join would build"),
+    "join filter": ("{{ (['a'] * 50000)|join('b' * 1000) }}", "the join filter would build"),
+    "str.join": ("{{ ('b' * 1000).join(['a'] * 50000) }}", "str.join would build"),
     "string repetition": ("{{ 'a' * 1000000000 }}", "repeating a string or list with * would build"),
     "list repetition": ("{{ ([1] * 100000000)|length }}", "repeating a string or list with * would build"),
     "~ doubling": ("{% macro d(s, n) %}{% if n %}{{ d(s ~ s, n - 1) }}{% else %}{{ s|length }}{% endif %}"
@@ -56,6 +56,11 @@ HOSTILE = {
     "lipsum": ("{{ lipsum(100000, max=1000) }}", "too much work (lipsum"),
     "macro call tree": ("{% macro f(n) %}{% if n %}{{ f(n-1) }}{{ f(n-1) }}{% else %}a{% endif %}{% endmacro %}"
                         "{{ f(30)|length }}", "too much work (a call"),
+    "str.split into small strings": ("{{ ('abc' * 5000000).split('a')|length }}", "str.split would build"),
+    "str.split on whitespace": ("{{ ('bc ' * 5000000).split()|length }}", "str.split would build"),
+    "str.splitlines": ("{{ ('bc\n' * 5000000).splitlines()|length }}", "str.splitlines would build"),
+    "list of characters": ("{{ ('\u20ac' * 4000000)|list|length }}", "the list filter would build"),
+    "map over characters": ("{{ ('\u20ac' * 4000000)|map('upper')|list|length }}", "too much work (the upper filter"),
     "integer growth": ("{% macro f(x, n) %}{% if n %}{{ f(x*x, n-1) }}{% else %}{{ x }}{% endif %}{% endmacro %}"
                        "{{ f(3, 40) }}", "multiplies integers too large"),
 }
@@ -119,7 +124,8 @@ cpu1, rss1 = usage()
 print(json.dumps({"error": error, "cpu_s": cpu1 - cpu0, "rss_growth": rss1 - rss0}))
 """
 MEASURED = ["format then center (issue 15)", "chained replace", "str.replace", "percent star", "str.format nested width",
-            "str.join", "~ doubling", "set-block doubling", "quadratic sum", "wordwrap", "macro call tree"]
+            "str.join", "~ doubling", "set-block doubling", "quadratic sum", "wordwrap", "macro call tree",
+            "str.split into small strings", "list of characters", "map over characters"]
 MAX_CPU_S = 3.0  # "about a second" on a quiet machine; unbounded, these ran 30 s and more
 MAX_RSS_GROWTH = 100 * 2**20
 
