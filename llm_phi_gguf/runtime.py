@@ -242,3 +242,11 @@ def system_info() -> str:
     import llama_cpp
 
     return llama_cpp.llama_print_system_info().decode(errors="replace").strip()
+
+
+def all_cores() -> int:
+    """The CPUs this process may use (affinity, cgroup quota): the thread count for batch work
+    (quantizing, evaluating)."""
+    from .cpus import usable_cpus
+
+    return usable_cpus()
