@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import record, run  # noqa: E402
 
 LLM = str(Path(sys.executable).with_name("llm"))
+SHAPES = {3072: (8192, 32), 1024: (4096, 16)}  # width -> (FFN, heads): Phi-3-mini's, and a small Phi-3-like one
 HISTORY = " ".join(f"Fact {i}: the number {i} is {'even' if i % 2 == 0 else 'odd'}." for i in range(40))
 
 
@@ -43,8 +44,8 @@ def model_file(work: Path, width: int, layers: int) -> Path:
     q4 = work / f"synthetic-{width}w-{layers}l-q4_k_m.gguf"
     if not q4.exists():
         f16 = work / "tmp-f16.gguf"
-        write_random_phi3(f16, n_layer=layers, n_embd=width, n_ff=width * 8 // 3, n_head=width // 96,
-                          n_vocab=32064, f16=True)
+        n_ff, n_head = SHAPES[width]
+        write_random_phi3(f16, n_layer=layers, n_embd=width, n_ff=n_ff, n_head=n_head, n_vocab=32064, f16=True)
         quantize(f16, q4)
         f16.unlink()
     return q4
