@@ -1,6 +1,6 @@
 """`llm phi ollama ...`: write Modelfiles, push models to an Ollama server, list what is there.
 
-The work is done by llm_phi_gguf.ollama; this module only maps options to calls and turns
+The work is done by llm_phi_gguf.ollama and ollama_modelfile; this module only maps options to calls and turns
 PhiError into click.ClickException (one line, exit status 1) with errors.one_line_errors."""
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ def ollama():
 @one_line_errors
 def modelfile(model, output, force, system, parameters):
     """Print a complete Modelfile for MODEL (an alias or a GGUF path)."""
-    from . import ollama as api
     from .files import atomic_output, check_output_path
+    from .ollama_modelfile import build_export, modelfile_text
 
-    text = api.modelfile_text(api.build_export(model, system, parameters))
+    text = modelfile_text(build_export(model, system, parameters))
     if output is None:
         click.echo(text, nl=False)
         return

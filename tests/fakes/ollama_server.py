@@ -10,9 +10,13 @@ Fault injection for uploads (`FakeOllama.upload_faults`, consumed one per POST /
   Fault("slow", seconds=s)   read everything, wait s seconds, then answer
 `create_errors`: messages sent as an {"error"} line right after "parsing GGUF".
 
+Servers >= 0.30 store a re-written copy of the GGUF (another digest) and may prefer the GGUF's
+Jinja template over the Go TEMPLATE (`prefers_chat_template`, API.md 7.4); /api/show reports
+capabilities the way Ollama derives them from the template in use (gotemplate.capabilities,
+checked against the Go harness in tests/test_ollama_harness.py).
+
 Not modelled: template autodetection from the GGUF (the exporter always sends a template),
-quantize, adapters, licenses, messages, the v0.30 re-write of the GGUF (the stored model layer
-keeps the uploaded digest here), the host-check middleware.
+quantize, adapters, licenses, messages, the host-check middleware.
 """
 
 from __future__ import annotations
@@ -428,15 +432,24 @@ class _Handler(BaseHTTPRequestHandler):
         (fname, digest), = files.items()
         meta = self.check_gguf(digest)
         layers = []
+        status = f"using existing layer {digest}"
         if version_tuple(fake.version) >= (0, 30, 0):
             size = fake.blob_path(digest).stat().st_size
             for done in (size // 2, size):
                 yield {"status": "validating GGUF model", "digest": "0" * 19, "total": size, "completed": done}
             yield {"status": "verifying conversion"}
+            digest, status = self.rewrite_gguf(digest)
         layers.append({"mediaType": "application/vnd.ollama.image.model", "digest": digest,
                        "size": fake.blob_path(digest).stat().st_size})
-        yield {"status": f"using existing layer {digest}"}
+        yield {"status": status}
         yield from self.common_layers(req, name, meta, layers, with_config_status=False)
+
+    def rewrite_gguf(self, digest: str) -> tuple[str, str]:
+        """v0.30+ stores a copy re-written by llama-quantize (API.md 3.4): same metadata, other
+        bytes (here: alignment padding), so the model layer's digest is not the uploaded one."""
+        data = self.server_fake.blob_path(digest).read_bytes() + b"\0" * 32
+        layer, status = self.server_fake.write_layer(data, "application/vnd.ollama.image.model")
+        return layer["digest"], status
 
     def check_gguf(self, digest: str) -> dict:
         if not DIGEST.match(digest):
@@ -525,9 +538,10 @@ class _Handler(BaseHTTPRequestHandler):
         model = self.lookup(self.json_body())
         template = model["template"]
         jinja = model["meta"].get("tokenizer.chat_template")
+        caps = gotemplate.capabilities(template) if template else ["completion"]
         if version_tuple(self.server_fake.version) >= (0, 30, 0) and jinja and template:
-            if capabilities_jinja(jinja) - capabilities_go(template):
-                template = jinja  # native mode (API.md 7.4)
+            if prefers_chat_template(jinja, template):  # native mode (API.md 7.4)
+                template, caps = jinja, chat_template_capabilities(jinja) + ["completion"]
         params = model["params"]
         lines = [f"{k:<30} {go_value(item)}" for k, v in shuffled(params.items())
                  for item in (v if isinstance(v, list) else [v])]
@@ -536,8 +550,7 @@ class _Handler(BaseHTTPRequestHandler):
         blob = self.server_fake.blob_path(model["manifest"]["layers"][0]["digest"])
         body = {"modelfile": show_modelfile(model, blob), "parameters": "\n".join(lines),
                 "template": template, "system": model["system"], "details": model["details"],
-                "model_info": info, "capabilities": ["completion"] + sorted(capabilities_go(template or "")),
-                "modified_at": model["modified_at"]}
+                "model_info": info, "capabilities": caps, "modified_at": model["modified_at"]}
         self.send(200, go_json({k: v for k, v in body.items() if v}))
 
     def generate(self):
@@ -584,19 +597,41 @@ def option_type_error(key: str, value) -> str | None:
     return f'option "{key}" must be of type {kind}'
 
 
-def capabilities_jinja(text: str) -> set:
-    caps = set()
+def chat_template_capabilities(text: str) -> list:
+    """What a GGUF's Jinja template advertises (server/images.go chatTemplateCapabilities)."""
+    caps = []
     if "tools" in text or "tool_call" in text:
-        caps.add("tools")
-    if "<think>" in text and "</think>" in text:
-        caps.add("thinking")
+        caps.append("tools")
+    splits = "content.split('</think>')" in text or 'content.split("</think>")' in text
+    if ("<think>" in text and "</think>" in text) or (
+            splits and "reasoning_content" not in text and "<SPECIAL_12>" not in text):
+        caps.append("thinking")
     return caps
 
 
-def capabilities_go(text: str) -> set:
-    found = {"tools": gotemplate.uses(text, "Tools"), "insert": gotemplate.uses(text, "Suffix"),
-             "thinking": gotemplate.uses(text, "Thinking")}
-    return {k for k, v in found.items() if v}
+def _chat_round_trip(text: str) -> bool:
+    calls = "tool_calls" in text or "assistant_tool_call" in text
+    results = ("tool_response", "tool_results", "role'] == 'tool'", "role'] == \"tool\"", "role\"] == 'tool'",
+               'role"] == "tool"', "message.role == 'tool'", 'message.role == "tool"', "ipython")
+    return "tools" in chat_template_capabilities(text) and calls and any(r in text for r in results)
+
+
+def _go_round_trip(template: str) -> bool:
+    return (gotemplate.uses(template, "Tools") and gotemplate.uses(template, "ToolCalls")
+            and any(r in template for r in ('eq .Role "tool"', "tool_response", "TOOL_RESULTS")))
+
+
+def prefers_chat_template(jinja: str, template: str) -> bool:
+    """Whether a v0.30+ server runs the GGUF's Jinja template instead of the Go TEMPLATE
+    (server/images.go shouldPreferChatTemplate): it advertises more, unless the Go template
+    round-trips tool calls and it does not; or the same set with tools and only it round-trips."""
+    chat = chat_template_capabilities(jinja)
+    go = [c for c in gotemplate.capabilities(template) if c != "completion"]
+    if len(chat) > len(go):
+        return not _go_round_trip(template) or _chat_round_trip(jinja)
+    if set(chat) != set(go) or "tools" not in chat:
+        return False
+    return _chat_round_trip(jinja) and not _go_round_trip(template)
 
 
 def show_quote(v: str) -> str:
