@@ -174,9 +174,35 @@ def parse_version(text: str) -> tuple[int, ...]:
     return (999, 0, 0) if version == (0, 0, 0) else version
 
 
+NOT_OLLAMA_HINT = "point --host or OLLAMA_HOST at the machine running `ollama serve` (port 11434 by default)"
+
+
+def _json(response, cl, what: str):
+    """The JSON object of an answer; anything else means the host is not (only) Ollama."""
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        text = " ".join(response.text.split())[:60]
+        raise OllamaError(f"{cl.base_url} is not an Ollama server: {what} answered "
+                          f"{response.headers.get('content-type') or 'no content type'} ({text!r})",
+                          hint=NOT_OLLAMA_HINT)
+    return data
+
+
 def server_version(cl) -> tuple[int, ...]:
-    response = _expect(request(cl, "GET", "/api/version"), 200)
-    return parse_version(response.json().get("version", ""))
+    """The server's version; the first call to any host, so it is where a host that answers but
+    is not Ollama (a web page, a 404, garbage) is named as such."""
+    response = request(cl, "GET", "/api/version")
+    if response.status_code != 200:
+        raise OllamaError(f"{cl.base_url} is not an Ollama server: GET /api/version answered "
+                          f"{' '.join(_error_text(response).split())[:80]}", hint=NOT_OLLAMA_HINT)
+    version = _json(response, cl, "GET /api/version").get("version")
+    if not isinstance(version, str):
+        raise OllamaError(f"{cl.base_url} is not an Ollama server: GET /api/version has no version string",
+                          hint=NOT_OLLAMA_HINT)
+    return parse_version(version)
 
 
 def blob_exists(cl, digest: str) -> bool:
@@ -269,11 +295,15 @@ def _status(message: dict, name: str) -> dict:
     return message
 
 
+class ModelNotFound(OllamaError):
+    """/api/show answered 404 for the name."""
+
+
 def show_model(cl, name: str) -> dict:
     response = request(cl, "POST", "/api/show", json={"model": name})
     if response.status_code == 404:
-        raise OllamaError(f"Ollama has no model {name!r}")
-    return _expect(response, 200).json()
+        raise ModelNotFound(f"Ollama has no model {name!r}")
+    return _json(_expect(response, 200), cl, "POST /api/show")
 
 
 def parse_show_parameters(text: str) -> dict:
@@ -303,7 +333,7 @@ def generate_one(cl, name: str) -> str:
 
 
 def list_server_models(cl) -> list[dict]:
-    return _expect(request(cl, "GET", "/api/tags"), 200).json().get("models") or []
+    return _json(_expect(request(cl, "GET", "/api/tags"), 200), cl, "GET /api/tags").get("models") or []
 
 
 def model_blob_digest(shown: dict) -> str | None:

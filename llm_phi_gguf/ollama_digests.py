@@ -1,5 +1,7 @@
 """The sha256 digests Ollama names blobs by, computed once: a cache keyed by (size, mtime), and
-Hugging Face cache blobs, which are named by their sha256 already."""
+Hugging Face cache blobs, which are named by their sha256 already. Also what we pushed where
+(server, model name -> source digest, family, /api/show details), so `list` recognises our
+models on servers that re-write GGUFs and store them under another digest."""
 
 from __future__ import annotations
 
@@ -66,3 +68,30 @@ def cached_digest(path: Path, progress: bool = True) -> str:
     digest = sha256_file(path, progress)
     remember_digest(path, digest)
     return digest
+
+
+def pushed_path() -> Path:
+    from .store import registry_dir
+
+    return registry_dir() / "ollama-pushed.json"
+
+
+def pushed_models(base: str) -> dict:
+    """{display name: record} of what we pushed to the server at `base`."""
+    try:
+        data = json.loads(pushed_path().read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data.get(base, {}) if isinstance(data, dict) else {}
+
+
+def remember_push(base: str, name: str, source_digest: str, family: str, shown: dict) -> None:
+    from .files import write_json_atomic
+
+    try:
+        data = json.loads(pushed_path().read_text("utf-8"))
+    except (OSError, ValueError):
+        data = {}
+    data.setdefault(base, {})[name] = {"source_digest": source_digest, "family": family,
+                                       "details": shown.get("details")}
+    write_json_atomic(pushed_path(), data)

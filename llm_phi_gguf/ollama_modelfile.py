@@ -190,14 +190,17 @@ def resolve_model(model: str):
     return Path(entry.path).expanduser().absolute(), entry
 
 
-def build_export(model: str, system: str | None = None, options=()) -> Export:
+def build_export(model: str, system: str | None = None, options=(), check=None) -> Export:
     """Everything the Modelfile and /api/create need, from the family's Modelfile plus the
-    registry's num_ctx and the user's --system and -p values."""
+    registry's num_ctx and the user's --system and -p values. `check(path)` runs on the file
+    before it is validated (push refuses split GGUFs there)."""
     from .families import DEFAULT_N_CTX, detect_family
     from .gguf_info import validate_gguf
 
     pairs = parse_parameter_options(options)  # bad -p values fail before any file is read
     path, entry = resolve_model(model)
+    if check is not None:
+        check(path)
     info = validate_gguf(path)
     family = entry.family if entry else getattr(detect_family(info.metadata), "key", None)
     if family is None:

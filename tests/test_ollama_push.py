@@ -8,8 +8,8 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from fakes.ollama_server import FakeOllama, Fault
-from fixtures.gguf_builders import write_phi3
+from fakes.ollama_server import FakeOllama, Fault, NotOllama
+from fixtures.gguf_builders import DROP, write_phi3
 from llm_phi_gguf import ollama_client as client_api, store
 from llm_phi_gguf.errors import OllamaError
 from llm_phi_gguf.ollama_digests import cached_digest, sha256_file
@@ -255,3 +255,93 @@ def test_a_blob_named_with_a_wrong_digest_is_caught_by_the_server(server, gguf, 
     result = push(server, path)
     assert result.exit_code == 1 and result.output.count("\n") <= 2
     assert "phi:test" not in server.models
+
+
+# ---------------------------------------------------------------- bad input, one line each
+
+
+def one_line(result) -> str:
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+def test_a_split_gguf_is_refused_before_anything_is_sent(server, tmp_path):
+    part = write_phi3(tmp_path / "phi-Q4_K_M-00001-of-00003.gguf", **{"split.count": 3})
+    line = one_line(push(server, part))
+    assert "is one part of a GGUF split into 3 files" in line
+    assert "llama-gguf-split --merge phi-Q4_K_M-00001-of-00003.gguf merged.gguf" in line
+    assert server.log == []
+    second = write_phi3(tmp_path / "x.gguf", **{"split.count": 2})  # split by metadata only
+    assert "split into 2 files" in one_line(push(server, second))
+
+
+@pytest.mark.parametrize("kind, says", [
+    ("html", "GET /api/version answered text/html"),
+    ("404", "GET /api/version answered HTTP 404: 404 page not found"),
+    ("garbage", "GET /api/version answered application/json"),
+])
+@pytest.mark.parametrize("command", ["push", "list"])
+def test_a_host_that_is_not_ollama_is_named_in_one_line(gguf, kind, says, command):
+    with NotOllama(kind) as host:
+        args = ["push", str(gguf), "--name", "x"] if command == "push" else ["list"]
+        line = one_line(CliRunner().invoke(ollama_group, [*args, "--host", host.url]))
+    assert f"{host.url} is not an Ollama server" in line and says in line
+    assert "point --host or OLLAMA_HOST at the machine running `ollama serve`" in line
+
+
+def test_an_unreachable_host_is_named_with_the_next_step(gguf, tmp_path):
+    line = one_line(CliRunner().invoke(ollama_group, ["push", str(gguf), "--name", "x", "--host", "127.0.0.1:9"]))
+    assert "Cannot reach Ollama at http://127.0.0.1:9" in line and "is `ollama serve` running?" in line
+
+
+def test_a_name_taken_by_another_model_needs_force(server, gguf, tmp_path):
+    other = write_phi3(tmp_path / "other.gguf", **{"tokenizer.chat_template": read_template(BY_KEY["phi-3"])})
+    assert push(server, other, name="taken").exit_code == 0
+    line = one_line(push(server, gguf, name="taken"))
+    assert f"taken already exists on {server.url}" in line and "add --force to replace it" in line
+    assert push(server, gguf, "--force", name="taken").exit_code == 0
+    assert push(server, gguf, name="taken").exit_code == 0  # our own push of this file: an update
+    assert model_blob_ok(server, "taken:latest", gguf)
+
+
+# ---------------------------------------------------------------- current servers
+
+
+def test_list_finds_our_models_on_servers_that_rewrite_ggufs(server, gguf):
+    server.version = "0.30.2"
+    store.add(store.ModelEntry(alias="mine", path=str(gguf), family="phi-3", n_ctx=4096))
+    assert push(server, "mine", name="user/mine:q4").exit_code == 0
+    stored = server.models["user/mine:q4"]["manifest"]["layers"][0]["digest"]
+    assert stored != "sha256:" + hashlib.sha256(gguf.read_bytes()).hexdigest()  # re-written
+    result = CliRunner().invoke(ollama_group, ["list", "--host", server.url])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("mine\t") and "user/mine:q4" in result.output
+    # Another model under that name (other details) is not ours any more.
+    server.models["user/mine:q4"]["details"] = {**server.models["user/mine:q4"]["details"], "parameter_size": "14B"}
+    again = CliRunner().invoke(ollama_group, ["list", "--host", server.url])
+    assert again.output.strip().endswith("\t-")
+
+
+def test_a_gguf_without_chat_template_gets_a_note_and_embed_template_writes_a_copy(server, tmp_path):
+    import gguf as gguf_lib
+
+    bare = write_phi3(tmp_path / "bare.gguf", **{"tokenizer.chat_template": DROP})
+    with open(bare, "ab") as f:  # tensor data after the header, so the copy must move it intact
+        f.write(bytes(range(256)) * 64)
+    result = push(server, bare, name="bare")
+    assert result.exit_code == 0, result.output
+    assert "bare.gguf has no tokenizer.chat_template" in result.output and "--embed-template" in result.output
+    result = push(server, bare, "--embed-template", "--force", name="bare")
+    assert result.exit_code == 0, result.output
+    copy = tmp_path / "bare.chat-template.gguf"
+    assert f"Wrote {copy}" in result.output
+    template = read_template(BY_KEY["phi-3"])
+    reader, original = gguf_lib.GGUFReader(copy), gguf_lib.GGUFReader(bare)  # an independent reader
+    field = reader.fields["tokenizer.chat_template"]
+    assert bytes(field.parts[field.data[0]]).decode() == template
+    assert set(reader.fields) == set(original.fields) | {"tokenizer.chat_template"}
+    assert [(t.name, bytes(t.data)) for t in reader.tensors] == [(t.name, bytes(t.data)) for t in original.tensors]
+    assert model_blob_ok(server, "bare:latest", copy)
+    assert [p.name for p in tmp_path.iterdir() if "partial" in p.name or p.name.startswith(".")] == []

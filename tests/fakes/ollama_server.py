@@ -706,6 +706,52 @@ def add_old_param(params: dict, key: str, text: str) -> None:
         raise CreateFailed(500, f"invalid {label} value [{text}]") from None
 
 
+class NotOllama:
+    """A host that answers HTTP but is not Ollama: "html" (a web page for every path), "404"
+    (every path not found, as a proxy or another service answers) or "garbage" (200 with a
+    body that is not JSON)."""
+
+    ANSWERS = {"html": (200, "text/html; charset=utf-8", b"<!DOCTYPE html>\n<html><body>Welcome to nginx!</body></html>"),
+               "404": (404, "text/plain; charset=utf-8", b"404 page not found"),
+               "garbage": (200, "application/json", b"{\"version\": 0.5.7,,")}
+
+    def __init__(self, kind: str):
+        status, ctype, body = self.ANSWERS[kind]
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def answer(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length) if length < (1 << 20) else None
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            do_GET = do_POST = do_HEAD = answer
+
+        self.httpd = _Server(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
 if __name__ == "__main__":  # python tests/fakes/ollama_server.py ROOT [VERSION]: serve until stdin closes
     import sys
 
