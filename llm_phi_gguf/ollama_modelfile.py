@@ -194,7 +194,7 @@ def build_export(model: str, system: str | None = None, options=(), check=None) 
     """Everything the Modelfile and /api/create need, from the family's Modelfile plus the
     registry's num_ctx and the user's --system and -p values. `check(path)` runs on the file
     before it is validated (push refuses split GGUFs there)."""
-    from .families import DEFAULT_N_CTX, detect_family
+    from .families import DEFAULT_N_CTX, detect_family, get_family
     from .gguf_info import validate_gguf
 
     pairs = parse_parameter_options(options)  # bad -p values fail before any file is read
@@ -206,6 +206,9 @@ def build_export(model: str, system: str | None = None, options=(), check=None) 
     if family is None:
         raise PhiError(f"Cannot tell which Phi family {path} belongs to",
                        hint="register it with `llm phi register --family ...`")
+    if system and not get_family(family).supports_system:
+        raise PhiError(f"The {family} chat template drops system prompts, so --system would be ignored",
+                       hint="put the instructions in the first user message")
     base = family_modelfile(family)
     params = {"stop": list(base.parameters.get("stop", []))}
     trained = info.context_length or DEFAULT_N_CTX

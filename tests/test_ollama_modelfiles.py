@@ -179,6 +179,15 @@ def test_bad_parameters_are_one_line_errors(tiny_gguf, option, message):
     assert message in result.output and len(result.output.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("family", ["phi-3-medium", "phi-4-reasoning"])
+def test_system_for_a_family_whose_template_drops_it_is_a_one_line_error(tiny_gguf, family):
+    store.add(store.ModelEntry(alias="m", path=str(tiny_gguf), family=family, n_ctx=4096))
+    result = CliRunner().invoke(ollama_group, ["modelfile", "m", "--system", "Be brief."])
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
+    assert f"The {family} chat template drops system prompts" in result.output
+    assert "put the instructions in the first user message" in result.output
+
+
 def test_unknown_alias_is_a_one_line_error():
     result = CliRunner().invoke(ollama_group, ["modelfile", "nope"])
     assert result.exit_code == 1 and "Unknown model 'nope'" in result.output
