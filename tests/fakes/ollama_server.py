@@ -143,7 +143,26 @@ def read_gguf_meta(path: Path) -> dict:
     return meta
 
 
-class FakeOllama:
+class _Served:
+    """A server on 127.0.0.1 (self.httpd) run in a thread while the `with` block lasts."""
+
+    httpd: "_Server"
+    thread: threading.Thread
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class FakeOllama(_Served):
     def __init__(self, root: Path, version: str = "0.6.8"):
         self.root, self.version = Path(root), version
         self.blobs = self.root / "blobs"
@@ -157,18 +176,6 @@ class FakeOllama:
         self.httpd = _Server(("127.0.0.1", 0), _handler_class(self))
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
     def blob_path(self, digest: str) -> Path:
         return self.blobs / digest.replace(":", "-")
@@ -706,7 +713,7 @@ def add_old_param(params: dict, key: str, text: str) -> None:
         raise CreateFailed(500, f"invalid {label} value [{text}]") from None
 
 
-class NotOllama:
+class NotOllama(_Served):
     """A host that answers HTTP but is not Ollama: "html" (a web page for every path), "404"
     (every path not found, as a proxy or another service answers) or "garbage" (200 with a
     body that is not JSON)."""
@@ -738,18 +745,6 @@ class NotOllama:
 
         self.httpd = _Server(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 if __name__ == "__main__":  # python tests/fakes/ollama_server.py ROOT [VERSION]: serve until stdin closes

@@ -152,49 +152,8 @@ func walk(n parse.Node, fn func(parse.Node)) {
 		return
 	}
 	fn(n)
-	switch x := n.(type) {
-	case *parse.ListNode:
-		if x == nil {
-			return
-		}
-		for _, c := range x.Nodes {
-			walk(c, fn)
-		}
-	case *parse.ActionNode:
-		walk(x.Pipe, fn)
-	case *parse.TemplateNode:
-		if x.Pipe != nil {
-			walk(x.Pipe, fn)
-		}
-	case *parse.IfNode:
-		walkBranch(&x.BranchNode, fn)
-	case *parse.RangeNode:
-		walkBranch(&x.BranchNode, fn)
-	case *parse.WithNode:
-		walkBranch(&x.BranchNode, fn)
-	case *parse.PipeNode:
-		if x == nil {
-			return
-		}
-		for _, c := range x.Cmds {
-			walk(c, fn)
-		}
-	case *parse.CommandNode:
-		for _, a := range x.Args {
-			walk(a, fn)
-		}
-	case *parse.ChainNode:
-		walk(x.Node, fn)
-	}
-}
-
-func walkBranch(b *parse.BranchNode, fn func(parse.Node)) {
-	walk(b.Pipe, fn)
-	if b.List != nil {
-		walk(b.List, fn)
-	}
-	if b.ElseList != nil {
-		walk(b.ElseList, fn)
+	for _, c := range children(n) {
+		walk(c, fn)
 	}
 }
 
@@ -288,6 +247,12 @@ func children(n parse.Node) []parse.Node {
 		}
 	case *parse.CommandNode:
 		out = append(out, x.Args...)
+	case *parse.TemplateNode:
+		if x.Pipe != nil {
+			out = append(out, x.Pipe)
+		}
+	case *parse.ChainNode:
+		out = append(out, x.Node)
 	}
 	return out
 }
