@@ -97,8 +97,9 @@ def with_chat_template(export: Export, embed: bool, echo) -> Export:
         return export
     template = read_template(get_family(export.family))
     out = embedded_path(export.path)
-    if not (out.is_file() and read_gguf_template(out) == template):
-        embed_template(export.path, out, template)
+    ours = out.is_file() and read_gguf_template(out) == template  # an earlier --embed-template copy
+    if not (ours and out.stat().st_mtime_ns >= export.path.stat().st_mtime_ns):
+        embed_template(export.path, out, template, force=ours)  # anything else there is not replaced
         echo(f"Wrote {out} (the model with the {export.family} chat template added)")
     return replace(export, path=out, chat_template=template)
 
