@@ -1,6 +1,6 @@
 """The Go harness (tests/fakes/ollama_render) reproduces Ollama's prompt building: checked against
-Ollama's own template test fixtures (vendored in tests/fixtures/ollama/, see SOURCES.md), and the
-Python fake server's template handling agrees with it."""
+Ollama's own template test fixtures (vendored in tests/fixtures/ollama/, listed in
+tests/fixtures/reference/SOURCES.md), and the Python fake server's template handling agrees with it."""
 
 from __future__ import annotations
 

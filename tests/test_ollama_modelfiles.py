@@ -16,7 +16,7 @@ from llm_phi_gguf import ollama_modelfile as ollama, store
 from llm_phi_gguf.families import BY_KEY, FAMILIES, read_template
 from llm_phi_gguf.ollama_commands import ollama as ollama_group
 
-LIBRARY_DIR = Path(__file__).parent / "fixtures" / "ollama" / "library"
+LIBRARY_DIR = Path(__file__).parent / "fixtures" / "ollama"  # listed in fixtures/reference/SOURCES.md
 CONVERSATIONS_PER_FAMILY = 400  # the README's Ollama section quotes this number
 SEED = 11
 
