@@ -77,6 +77,8 @@ def test_every_family_has_a_modelfile_with_all_its_stops(family):
     if family.key in LIBRARY:
         library = json.loads((LIBRARY_DIR / f"library-{LIBRARY[family.key]}.params.json").read_text())
         assert set(library.get("stop", [])) <= set(stops)
+    # What `llm phi ollama modelfile` prints reads back unchanged (no """ inside the template).
+    assert ollama.parse_modelfile(ollama.format_modelfile(spec)) == spec
 
 
 @pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.key)
