@@ -360,13 +360,9 @@ def check_shapes(p: Params, planned: list[Planned]) -> None:
         raise ConversionError(f"Checkpoint lacks tensor(s) for {missing[:3]} (from its {p.hf_arch} config)")
 
 
-def chunks(t: Planned) -> Iterator[Any]:
-    """The tensor's output bytes as numpy arrays, at most ~CHUNK_BYTES of f32 at a time."""
-    return (job() for job in chunk_jobs(t))
-
-
 def chunk_jobs(t: Planned) -> Iterator[Callable[[], Any]]:
-    """One job per output chunk, in file order; each reads (page faults on the map) and converts."""
+    """One job per output chunk (at most ~CHUNK_BYTES of f32), in file order; each reads (page
+    faults on the map) and converts."""
     import functools
 
     import numpy as np

@@ -146,7 +146,7 @@ def test_error_while_writing_leaves_no_partial_file(src, tmp_path, monkeypatch):
     def boom(t):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(convert_mod, "chunks", boom)
+    monkeypatch.setattr(convert_mod, "chunk_jobs", boom)  # where the writer gets its chunks
     with pytest.raises(KeyboardInterrupt):
         convert_checkpoint(src, tmp_path / "o.gguf", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
