@@ -19,7 +19,10 @@ Errors as the hub sends them, in X-Error-Code / X-Error-Message headers:
 
 No Xet: responses never carry X-Xet-Hash / xetHash, so the client takes the plain HTTP path
 (and hf_xet is not installed anyway). `drop_once(path)` makes the CDN send the headers and half
-of that file's body, then cut the connection, once. `requests` records every request.
+of that file's body, then cut the connection, once. `hold(repo, path, after)` makes the CDN send
+the first `after` bytes of that file, then wait until the returned event is set before sending the
+rest, once (a download caught in the middle, for kill and Ctrl-C tests). `requests` records every
+request.
 """
 
 from __future__ import annotations
@@ -102,6 +105,7 @@ class FakeHub:
         self.repos: dict[str, FakeRepo] = {}
         self.requests: list[Request] = []
         self.drops: set[str] = set()  # sha256 of LFS blobs to cut halfway, once
+        self.holds: dict[str, tuple[int, threading.Event]] = {}  # sha256 -> (bytes sent first, go on)
         self._servers = [self._server("hub"), self._server("cdn")]
         self.url, self.cdn_url = (f"http://127.0.0.1:{s.server_address[1]}" for s in self._servers)
 
@@ -117,6 +121,11 @@ class FakeHub:
 
     def drop_once(self, repo_id: str, path: str) -> None:
         self.drops.add(hashlib.sha256(self.repos[repo_id].files[path]).hexdigest())
+
+    def hold(self, repo_id: str, path: str, after: int) -> threading.Event:
+        go_on = threading.Event()
+        self.holds[hashlib.sha256(self.repos[repo_id].files[path]).hexdigest()] = (after, go_on)
+        return go_on
 
     def start(self) -> "FakeHub":
         for s in self._servers:
@@ -286,6 +295,8 @@ class Handler(BaseHTTPRequestHandler):
         if body and m["sha"] in self.hub.drops:
             self.hub.drops.discard(m["sha"])
             return self.cut(status, data[start:], headers)
+        if body and m["sha"] in self.hub.holds:
+            return self.held(status, data[start:], headers, *self.hub.holds.pop(m["sha"]))
         self.send(status, data[start:], headers, body, "application/octet-stream")
 
     def cut(self, status: int, data: bytes, headers: dict) -> None:
@@ -298,6 +309,20 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
         self.connection.shutdown(socket.SHUT_RDWR)
         self.close_connection = True
+
+    def held(self, status: int, data: bytes, headers: dict, after: int, go_on: threading.Event) -> None:
+        """Send `after` bytes, wait for `go_on` (a minute at most), then the rest if the client is still there."""
+        self.send_response(status)
+        for k, v in {**headers, "Content-Length": str(len(data))}.items():
+            self.send_header(k, v)
+        self.end_headers()
+        try:
+            self.wfile.write(data[:after])
+            self.wfile.flush()
+            go_on.wait(60)
+            self.wfile.write(data[after:])
+        except (BrokenPipeError, ConnectionResetError):  # the client was killed or interrupted
+            self.close_connection = True
 
     def send(self, status: int, data: bytes, headers: dict, body: bool, ctype: str) -> None:
         self.send_response(status)
