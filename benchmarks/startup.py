@@ -1,6 +1,9 @@
 """Start-up cost of the plugin: `llm --help` with and without llm-phi-gguf loaded, and
 `import llm_phi_gguf` on top of `import llm`. Target: <= +30 ms for `llm --help`.
 
+Also `llm models` with and without the plugin (same run, fresh user dir): the listing that now
+includes the catalog's not-yet-downloaded models, which must cost no network and little time.
+
     python benchmarks/startup.py [--runs 15]
 """
 
@@ -12,6 +15,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 from common import record, run
@@ -36,6 +40,10 @@ def main() -> dict:
     base = dict(os.environ)
     without = time_command([llm_bin, "--help"], {**base, "LLM_LOAD_PLUGINS": ""}, args.runs)
     with_plugin = time_command([llm_bin, "--help"], {**base, "LLM_LOAD_PLUGINS": "llm-phi-gguf"}, args.runs)
+    with tempfile.TemporaryDirectory() as user_dir:  # a fresh llm user dir: the catalog rows only
+        fresh = {**base, "LLM_USER_PATH": user_dir}
+        models_without = time_command([llm_bin, "models"], {**fresh, "LLM_LOAD_PLUGINS": ""}, args.runs)
+        models_with = time_command([llm_bin, "models"], {**fresh, "LLM_LOAD_PLUGINS": "llm-phi-gguf"}, args.runs)
     py = sys.executable
     import_llm = time_command([py, "-c", "import llm"], base, args.runs)
     import_both = time_command([py, "-c", "import llm, llm_phi_gguf"], base, args.runs)
@@ -44,6 +52,8 @@ def main() -> dict:
         "llm --help with llm-phi-gguf (ms, median)": round(with_plugin, 1),
         "added by the plugin (ms)": round(with_plugin - without, 1),
         "target (ms)": "<= 30",
+        "llm models without plugin (ms, median)": round(models_without, 1),
+        "llm models with llm-phi-gguf and its catalog (ms, median)": round(models_with, 1),
         "import llm (ms)": round(import_llm, 1),
         "import llm + llm_phi_gguf (ms)": round(import_both, 1),
     }
