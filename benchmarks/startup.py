@@ -35,6 +35,7 @@ def time_command(cmd: list[str], env: dict, runs: int) -> float:
 def main() -> dict:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=15)
+    ap.add_argument("--label", default="", help="Recorded with the result, e.g. which checkout was measured")
     args, _ = ap.parse_known_args()
     llm_bin = shutil.which("llm") or sys.exit("llm is not on PATH")
     base = dict(os.environ)
@@ -48,6 +49,7 @@ def main() -> dict:
     import_llm = time_command([py, "-c", "import llm"], base, args.runs)
     import_both = time_command([py, "-c", "import llm, llm_phi_gguf"], base, args.runs)
     result = {
+        **({"label": args.label} if args.label else {}),
         "llm --help without plugin (ms, median)": round(without, 1),
         "llm --help with llm-phi-gguf (ms, median)": round(with_plugin, 1),
         "added by the plugin (ms)": round(with_plugin - without, 1),

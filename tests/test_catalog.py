@@ -159,3 +159,13 @@ def test_offline_download_of_a_checkpoint_from_a_per_file_cache(hub, checkpoint,
     assert store.get("ck").quant == "Q4_K_M"
     missing = one_line(llm_cli("phi", "download", "owner/never-fetched"))
     assert "not in the Hugging Face cache" in missing and "HF_HUB_OFFLINE" in missing
+
+
+def test_readme_opens_with_the_two_line_path_to_a_catalog_model():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    top = readme.split("```bash\n")[0]  # before the demo and test commands (tests/test_readme.py)
+    two_lines = top.split("```sh\n")[1].split("\n```")[0].splitlines()
+    assert two_lines[0] == "llm install llm-phi-gguf"
+    assert two_lines[1].startswith("llm -m phi-3.5-q4 ") and "phi-3.5-q4" in BY_ALIAS
+    for row in CATALOG:  # the Run section's table lists every row
+        assert f"| `{row.alias}` |" in readme

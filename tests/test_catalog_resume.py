@@ -90,15 +90,15 @@ def test_interrupted_first_use_leaves_nothing_final_and_the_next_prompt_resumes(
 def test_a_partial_that_is_not_a_prefix_of_the_file_is_caught_by_its_sha256_and_removed(hub, tmp_path, llm_cli):
     import hashlib
 
-    from fixtures.hub_fixtures import one_line
-
     data = tiny_gguf(tmp_path / "q4.gguf", "Q4_K_M", "q4")
     hub.add(FakeRepo(ROW.gguf_repo, {ROW.gguf_file: data}))
     sha = hashlib.sha256(data).hexdigest()
     blobs = Path(os.environ["HF_HOME"], "hub", "models--" + ROW.gguf_repo.replace("/", "--"), "blobs")
     blobs.mkdir(parents=True)
     (blobs / f"{sha}.incomplete").write_bytes(b"\0" * 1000)  # what a broken disk or another tool left
-    line = one_line(llm_cli("-m", "phi-3-q4", "hi", "-o", "max_tokens", "3"))
+    failed = llm_cli("-m", "phi-3-q4", "hi", "-o", "max_tokens", "3")
+    announced, line = failed.stderr.strip().splitlines()  # the first-use line, then the error
+    assert failed.exit_code == 1 and "is not downloaded yet" in announced and line.startswith("Error: ")
     assert f"{ROW.gguf_file} arrived corrupted" in line and "run the command again" in line
     assert not list(blobs.iterdir()) and "phi-3-q4" not in store.load()
     result = llm_cli("-m", "phi-3-q4", "hi", "-o", "max_tokens", "3")
