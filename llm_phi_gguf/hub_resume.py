@@ -30,9 +30,8 @@ def prefetch(endpoint: str, storage: Path, locks: Path, repo: str, commit: str, 
     for name in names:
         url = hf_hub_url(repo, name, revision=commit, endpoint=endpoint)
         meta = get_hf_file_metadata(url, endpoint=endpoint)
-        # A git (non-LFS) file's etag is a sha1: small, left to huggingface_hub. Xet-stored files go
-        # through hf_xet where it is installed (it keeps its own chunk cache).
-        if not meta.etag or not SHA256.fullmatch(meta.etag) or (meta.xet_file_data and _xet_available()):
+        # A git (non-LFS) file's etag is a sha1: small, left to huggingface_hub.
+        if not meta.etag or not SHA256.fullmatch(meta.etag):
             continue
         blob = storage / "blobs" / meta.etag
         if blob.exists():
@@ -46,26 +45,24 @@ def prefetch(endpoint: str, storage: Path, locks: Path, repo: str, commit: str, 
                 _fetch_blob(url, meta, blob, name)
 
 
-def _xet_available() -> bool:
-    from huggingface_hub.utils import is_xet_available
-
-    return is_xet_available()
-
-
 def _fetch_blob(url: str, meta, blob: Path, name: str) -> None:
     from huggingface_hub.file_download import http_get
     from huggingface_hub.utils import build_hf_headers
 
     partial = blob.with_name(blob.name + PARTIAL_SUFFIX)
     headers = build_hf_headers()
-    if urlsplit(meta.location).netloc != urlsplit(url).netloc:
-        headers.pop("authorization", None)  # a signed CDN URL: the token stays with the hub
+    # An LFS file: straight from the CDN URL the hub redirected to (a signed URL: the token stays
+    # with the hub). A Xet-stored one: from the hub's own URL, which serves it over plain HTTP too,
+    # as huggingface_hub does without hf_xet; one resumable path whatever the storage.
+    source = url if meta.xet_file_data is not None else meta.location
+    if urlsplit(source).netloc != urlsplit(url).netloc:
+        headers.pop("authorization", None)
     have = partial.stat().st_size if partial.exists() else 0
     if meta.size is not None and have > meta.size:  # not a prefix of this blob: start over
         partial.unlink()
         have = 0
     with open(partial, "ab") as f:
-        http_get(meta.location, f, resume_size=have, headers=headers, expected_size=meta.size,
+        http_get(source, f, resume_size=have, headers=headers, expected_size=meta.size,
                  displayed_filename=Path(name).name)
     if _sha256(partial) != meta.etag:
         partial.unlink()

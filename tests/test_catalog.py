@@ -169,3 +169,18 @@ def test_readme_opens_with_the_two_line_path_to_a_catalog_model():
     assert two_lines[1].startswith("llm -m phi-3.5-q4 ") and "phi-3.5-q4" in BY_ALIAS
     for row in CATALOG:  # the Run section's table lists every row
         assert f"| `{row.alias}` |" in readme
+
+
+def test_llm_help_does_not_load_the_catalog(tmp_path):
+    """The startup budget: `llm --help` never runs register_models, so the catalog costs it nothing."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import llm.plugins, llm_phi_gguf; sys._called_from_test = True; "
+            "llm.plugins.pm.register(llm_phi_gguf, name='llm-phi-gguf'); from llm.cli import cli\n"
+            "try: cli(['--help'])\nexcept SystemExit: pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith('llm_phi_gguf.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "LLM_USER_PATH": str(tmp_path)}).stdout.splitlines()[-1]
+    assert "llm_phi_gguf.cli" in out  # the plugin's commands were loaded...
+    assert "catalog" not in out and "first_use" not in out and "model'" not in out  # ...but not its models
