@@ -5,9 +5,13 @@
   to the same server (best of --repeat runs each, alternating), and one full `push`;
 - second push: bytes the server received (must be 0).
 
-The server runs in its own process so it does not share our GIL. Usage:
-    python benchmarks/ollama_push.py --size-mb 1024 [--dir /tmp] [--repeat 2]
+The server is our own fake Ollama (tests/fakes/ollama_server.py, Python, writing blobs to a
+temporary folder), not a real Ollama: the ratio compares two clients against the same server,
+and real Ollama's own speed is not measured. It runs in its own process so it does not share our
+GIL. Usage:
+    python benchmarks/ollama_push.py --size-mb 1024 [--dir DIR] [--repeat 2]
 Target (issue 6): upload throughput >= 0.9x the plain httpx upload; second push sends 0 bytes.
+Every run's times go to results.jsonl.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import argparse
 import hashlib
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,6 +32,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import httpx  # noqa: E402
 
+from common import record, run  # noqa: E402
 from fixtures.gguf_builders import write_phi3  # noqa: E402
 from llm_phi_gguf import ollama  # noqa: E402
 
@@ -70,7 +76,7 @@ def plain_upload(url: str, path: Path, digest: str) -> None:
     assert response.status_code == 201, response.text
 
 
-def main() -> None:
+def main() -> dict:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size-mb", type=int, default=1024)
     parser.add_argument("--dir", default=None)
@@ -100,16 +106,26 @@ def main() -> None:
         t_push = timed(lambda: ollama.push(str(gguf), "bench:1", host=url, echo=lambda s: None, progress=False))
         second = ollama.push(str(gguf), "bench:1", host=url, echo=lambda s: None, progress=False)
         mb = size / 2**20
-        print("=== benchmarks/ollama_push.py results ===")
-        print(f"file size                : {mb:.0f} MiB")
-        print(f"plain read (4 MiB)       : {mb / t_read:8.0f} MiB/s")
-        print(f"sha256_file              : {mb / t_hash:8.0f} MiB/s ({t_read / t_hash:.2f}x plain read)")
-        print(f"hashlib.file_digest      : {mb / t_stdlib:8.0f} MiB/s (stdlib baseline)")
-        print(f"plain httpx upload (best): {mb / min(plain):8.0f} MiB/s  runs: {', '.join(f'{t:.2f}s' for t in plain)}")
-        print(f"upload_blob (best)       : {mb / min(ours):8.0f} MiB/s  runs: {', '.join(f'{t:.2f}s' for t in ours)}")
-        print(f"upload ratio ours/plain  : {min(plain) / min(ours):.2f}x (target >= 0.90)")
-        print(f"full first push          : {mb / t_push:8.0f} MiB/s end to end ({t_push:.2f}s: hash, HEAD, upload, create, show)")
-        print(f"second push bytes sent   : {second.bytes_sent}")
+        result = {
+            "server": "our fake Ollama (tests/fakes/ollama_server.py), own process, 127.0.0.1",
+            "file size (MiB)": round(mb),
+            "plain read, best of 2 (MiB/s)": round(mb / t_read),
+            "sha256_file, best of 2 (MiB/s)": round(mb / t_hash),
+            "hashlib.file_digest (MiB/s)": round(mb / t_stdlib),
+            "upload rounds (alternating)": args.repeat,
+            "plain httpx upload (s, per round)": [round(t, 3) for t in plain],
+            "upload_blob (s, per round)": [round(t, 3) for t in ours],
+            "plain httpx upload, best (MiB/s)": round(mb / min(plain)),
+            "upload_blob, best (MiB/s)": round(mb / min(ours)),
+            "upload ratio ours/plain (best)": round(min(plain) / min(ours), 3),
+            "upload ratio ours/plain (median)": round(statistics.median(plain) / statistics.median(ours), 3),
+            "target ratio": ">= 0.90",
+            "full first push (s: hash, HEAD, upload, create, show)": round(t_push, 3),
+            "full first push (MiB/s end to end)": round(mb / t_push),
+            "second push blob bytes sent": second.bytes_sent,
+        }
+        record("ollama_push", result)
+        return result
     finally:
         if proc:
             proc.stdin.close()
@@ -118,4 +134,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)
