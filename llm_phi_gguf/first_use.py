@@ -68,9 +68,7 @@ def destination(row: CatalogRow, cache_dir: str) -> str:
     """Where the row's GGUF will live: the HF cache for a GGUF repo, else llm's models folder."""
     if row.gguf_repo:
         return f"the Hugging Face cache ({cache_dir})"
-    from .hub import output_path
-
-    return str(output_path(row.source, row.quant))
+    return str(store.output_path(row.source, row.quant))
 
 
 def announcement(row: CatalogRow, hub) -> str:
@@ -88,9 +86,9 @@ def announcement(row: CatalogRow, hub) -> str:
 
 def download_row(row: CatalogRow, force: bool = False, keep_source: bool = False, echo=print) -> store.ModelEntry:
     """`llm phi download ALIAS`: the row's GGUF, fetched (or built) and registered under its alias."""
-    from .hub import download_model, output_path
+    from .hub import download_model
 
-    built = output_path(row.source, row.quant)
+    built = store.output_path(row.source, row.quant)
     if not row.gguf_repo and built.exists() and not force and row.alias not in store.load():
         return store.register_file(built, alias=row.alias)  # built before, registry lost since
     return download_model(row.repo, quant=row.quant, file=row.gguf_file, alias=row.alias, keep_source=keep_source,
@@ -119,15 +117,15 @@ def ensure_local(row: CatalogRow) -> store.ModelEntry:
 
 def local_state(row: CatalogRow, entries: dict, hub) -> str:
     """What of the row is on this machine, from the registry and the file system only."""
-    from .hub import output_path, repo_storage
+    from .hub import repo_storage
 
     entry = entries.get(row.alias)
     if entry is not None:
         return f"registered: {entry.path}" + ("" if Path(entry.path).exists() else " [MISSING FILE]")
     if row.gguf_repo and any(repo_storage(hub, row.gguf_repo).glob(f"snapshots/*/{row.gguf_file}")):
         return "in the Hugging Face cache, not registered (first use registers it)"
-    if not row.gguf_repo and output_path(row.source, row.quant).exists():
-        return f"built, not registered: {output_path(row.source, row.quant)}"
+    if not row.gguf_repo and store.output_path(row.source, row.quant).exists():
+        return f"built, not registered: {store.output_path(row.source, row.quant)}"
     return status(row)
 
 
