@@ -110,8 +110,9 @@ def ensure_local(row: CatalogRow) -> store.ModelEntry:
     try:
         return download_row(row, echo=lambda *a, **k: None)  # progress bars say the rest
     except KeyboardInterrupt:
-        print(f"Interrupted: what was fetched is kept as a partial download; `llm -m {row.alias}` or "
-              f"`{download_command(row)}` resumes it", file=sys.stderr, flush=True)
+        print(f"Interrupted: nothing half-written was left where a model goes; what was downloaded stays in the "
+              f"Hugging Face cache, and `llm -m {row.alias}` or `{download_command(row)}` carries on from there",
+              file=sys.stderr, flush=True)
         raise
 
 
