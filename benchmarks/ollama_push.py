@@ -34,7 +34,8 @@ import httpx  # noqa: E402
 
 from common import record, run  # noqa: E402
 from fixtures.gguf_builders import write_phi3  # noqa: E402
-from llm_phi_gguf import ollama  # noqa: E402
+from llm_phi_gguf import ollama, ollama_client  # noqa: E402
+from llm_phi_gguf.ollama_digests import sha256_file  # noqa: E402
 
 
 def make_gguf(path: Path, size: int) -> Path:
@@ -91,17 +92,17 @@ def main() -> dict:
         gguf = make_gguf(work / "model.gguf", size)
         t_read = min(timed(lambda: plain_read(gguf)) for _ in range(2))
         digest_box = []
-        t_hash = min(timed(lambda: digest_box.append(ollama.sha256_file(gguf, progress=False))) for _ in range(2))
+        t_hash = min(timed(lambda: digest_box.append(sha256_file(gguf, progress=False))) for _ in range(2))
         digest = digest_box[0]
         t_stdlib = timed(lambda: hashlib.file_digest(open(gguf, "rb"), "sha256"))
         proc, url = start_server(work / "server")
         plain, ours = [], []
-        with ollama.client(url) as cl:
+        with ollama_client.client(url) as cl:
             for _ in range(args.repeat):
                 clear_blobs(work / "server")
                 plain.append(timed(lambda: plain_upload(url, gguf, digest)))
                 clear_blobs(work / "server")
-                ours.append(timed(lambda: ollama.upload_blob(cl, gguf, digest, progress=False)))
+                ours.append(timed(lambda: ollama_client.upload_blob(cl, gguf, digest, progress=False)))
             clear_blobs(work / "server")
         t_push = timed(lambda: ollama.push(str(gguf), "bench:1", host=url, echo=lambda s: None, progress=False))
         second = ollama.push(str(gguf), "bench:1", host=url, echo=lambda s: None, progress=False)

@@ -197,7 +197,7 @@ def chat_example(model: LocalModel, family) -> str:
 
 def modelfile_text(model: LocalModel) -> str:
     """The family's Ollama Modelfile, FROM the GGUF beside it in the repo."""
-    from .ollama import build_export, format_modelfile
+    from .ollama_modelfile import build_export, format_modelfile
 
     export = build_export(str(model.parts[0]))
     return (f"# Ollama Modelfile for {model.parts[0].name} (family {model.family}), written by llm-phi-gguf.\n"

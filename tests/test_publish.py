@@ -16,7 +16,7 @@ from fakes.hub_server import FakeRepo
 from fixtures.hub_fixtures import one_line, split_gguf
 from fixtures.publish_fixtures import MEASURED, TOKEN, write_report
 
-from llm_phi_gguf import ollama, store
+from llm_phi_gguf import ollama_modelfile, store
 
 REPO = "alice/tiny-phi-gguf"
 
@@ -121,8 +121,8 @@ def test_card_shows_the_hf_template_and_how_to_run_each_file(writer, quants, llm
 
 def test_modelfile_is_the_familys_from_the_first_file(writer, quants, llm_cli):
     publish(llm_cli, quants["Q4_K_M"].path, quants["Q8_0"].path, "--repo", REPO)
-    spec = ollama.parse_modelfile(writer.repos[REPO].files["Modelfile"].decode())
-    family = ollama.family_modelfile("phi-3")
+    spec = ollama_modelfile.parse_modelfile(writer.repos[REPO].files["Modelfile"].decode())
+    family = ollama_modelfile.family_modelfile("phi-3")
     assert spec.from_ == "./tiny-Q4_K_M.gguf"
     assert spec.template == family.template and spec.parameters["stop"] == family.parameters["stop"]
 
