@@ -15,6 +15,7 @@ from pydantic import Field, field_validator
 
 from . import chat, families, output, reasoning, store
 from .errors import PhiError
+from .tagstream import partial_tag_length
 
 
 class PhiOptions(llm.Options):
@@ -94,7 +95,7 @@ class StopScanner:
         if cut >= 0:
             out, self.pending, self.stopped = self.pending[:cut], "", True
             return out
-        hold = max((k for s in self.stops for k in range(1, len(s)) if self.pending.endswith(s[:k])), default=0)
+        hold = partial_tag_length(self.pending, self.stops)
         out = self.pending[: len(self.pending) - hold]
         self.pending = self.pending[len(out):]
         return out

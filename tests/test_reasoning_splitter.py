@@ -22,25 +22,25 @@ plain = st.text(max_size=40).map(lambda t: t.replace("<", "(").strip() or "x")
 cuts = st.lists(st.integers(min_value=0, max_value=500), max_size=12)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(plain, plain, cuts)
 def test_think_then_answer_at_any_token_boundaries(thought, answer, cuts):
     assert split(f"<think>\n{thought}\n</think>\n\n{answer}", cuts) == (thought + "\n", answer)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(plain, plain, cuts)
 def test_think_opened_by_the_prompt(thought, answer, cuts):
     assert split(f"{thought}</think>{answer}", cuts, thinking=True) == (thought, answer)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(plain, cuts)
 def test_no_closing_tag_is_all_reasoning(thought, cuts):
     assert split(f"<think>{thought}", cuts) == (thought, "")
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.text(max_size=80), cuts)
 def test_nothing_is_lost_or_invented(text, cuts):
     """Without tags the text comes through (less leading whitespace); with any text no crash."""

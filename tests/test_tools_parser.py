@@ -27,7 +27,7 @@ def stream(text: str, cuts: list[int]) -> tuple[str, list[tools.ParsedCall]]:
     return shown + rest, [c for b in bodies for c in tools.parse_calls(b)]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.text(max_size=300))
 def test_any_string_parses_without_raising(body):
     for call in tools.parse_calls(body):
@@ -36,7 +36,7 @@ def test_any_string_parses_without_raising(body):
         assert call.error is None or call.error.strip()
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.text(alphabet=st.sampled_from('[]{}",:\\ ntrueafls0123456789.-eE'), max_size=120))
 def test_json_shaped_garbage_parses_without_raising(body):
     """Near-JSON (brackets, quotes, escapes, deep nesting) is where a naive json.loads blows up."""
@@ -52,7 +52,7 @@ def test_deep_nesting_is_an_error_not_a_recursion_crash():
     assert call.error
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(calls, st.sampled_from(["list", "bare", "concatenated", "string_args"]), st.booleans(),
        st.lists(st.integers(min_value=0, max_value=10_000), max_size=8), st.text(max_size=15))
 def test_well_formed_calls_survive_every_variation(expected, shape, close_tag, cuts, before):
