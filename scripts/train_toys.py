@@ -35,7 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(REPO / "tests"))
-from train_demo import evaluate, pad_batch, write_json  # noqa: E402
+from train_demo import evaluate, pad_batch, train_step, write_json  # noqa: E402
 
 SEED = 4321
 # Phi-4-mini-instruct's added tokens in id order, with their hub `special` flags.
@@ -129,24 +129,13 @@ TOYS = {
 
 
 def build_tokenizer(texts: list[str], chat_template: str):
-    import transformers
-    from fixtures.checkpoints import O200K
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    """Byte-level BPE with the o200k regex (as the test checkpoints build it) on digit-free text:
+    every digit stays one token, so a time always has the same number of tokens."""
+    from fixtures.checkpoints import _bpe_tokenizer
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(O200K), behavior="removed", invert=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=420, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
-    # no digits in the tokenizer corpus: every digit stays one token, so times have a fixed length
-    tok.train_from_iterator([t.translate(str.maketrans("", "", "0123456789")) for t in texts], trainer)
-    tok.add_tokens([AddedToken(t, special=s, normalized=False) for t, s in SPECIALS])
-    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>",
-                                                eos_token="<|endoftext|>", unk_token="<|endoftext|>",
-                                                pad_token="<|endoftext|>")
+    spec = {"tokenizer": "bpe-o200k", "specials": SPECIALS,
+            "tokens": dict(bos="<|endoftext|>", eos="<|endoftext|>", unk="<|endoftext|>", pad="<|endoftext|>")}
+    fast = _bpe_tokenizer(spec, [t.translate(str.maketrans("", "", "0123456789")) for t in texts])
     fast.chat_template = chat_template
     return fast
 
@@ -218,28 +207,25 @@ def train(name: str, out: Path, args) -> dict:
     gen = torch.Generator().manual_seed(SEED)
     order = sorted(range(len(samples)), key=lambda i: (len(samples[i][0]), i))
     eval_batches = [pad_batch([samples[i] for i in order[k:k + 64]], eos) for k in range(0, len(order), 64)]
+    # progress checks on every sample that is not a copied time, and 96 that are (the final check takes all)
+    is_time = [c[-1]["content"].startswith("It is") for c in convs]
+    some = [i for i in order if not is_time[i]] + [i for i in order if is_time[i]][:96]
+    probe_batches = [pad_batch([samples[i] for i in some[k:k + 64]], eos) for k in range(0, len(some), 64)]
     step, t0, done = 0, time.time(), False
     model.train()
     while step < args.max_steps and not done:
         perm = torch.randperm(len(samples), generator=gen).tolist()
         size = min(args.batch_size, len(samples))
         for k in range(0, len(perm) - size + 1, size):
-            x, y, att = pad_batch([samples[i] for i in perm[k:k + size]], eos)
+            batch = pad_batch([samples[i] for i in perm[k:k + size]], eos)
             lr = args.lr * min(1.0, (step + 1) / 30) * 0.5 * (1 + math.cos(math.pi * step / args.max_steps))
-            for g in opt.param_groups:
-                g["lr"] = lr
-            logits = model(input_ids=x, attention_mask=att).logits
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
+            loss = train_step(model, opt, batch, lr)
             step += 1
             if step % 50 == 0:
                 model.eval()
-                wrong, margin, ev = evaluate(model, eval_batches)
+                wrong, margin, ev = evaluate(model, probe_batches)
                 model.train()
-                log(f"  step {step}  loss {loss.item():.4f}  eval {ev:.5f}  wrong {wrong}  margin {margin:.2f}  "
+                log(f"  step {step}  loss {loss:.4f}  eval {ev:.5f}  wrong {wrong}  margin {margin:.2f}  "
                     f"({time.time() - t0:.0f}s)")
                 done = wrong == 0 and margin >= args.target_margin
             if done or step >= args.max_steps:

@@ -17,9 +17,10 @@ GREEDY = ("-o", "temperature", "0")
 
 
 def last_log(llm_cli, n=1):
+    """The last n logged responses, oldest first."""
     r = llm_cli("logs", "-n", str(n), "--json")
     assert r.exit_code == 0, r.output
-    return json.loads(r.stdout)
+    return sorted(json.loads(r.stdout), key=lambda e: (e["datetime_utc"], e["id"]))
 
 
 def answer_time(output: str) -> str:
@@ -37,7 +38,7 @@ def test_time_tool_runs_and_the_answer_uses_its_output(toy, llm_cli, utc, stream
     r = llm_cli("-m", alias, "-T", "llm_time", "What time is it?", "--td", *GREEDY, *([] if stream else ["--no-stream"]))
     assert r.exit_code == 0, r.output
     assert "Tool call: llm_time({})" in r.stderr  # --td shows the call
-    first, second = last_log(llm_cli, 2)[::-1]
+    first, second = last_log(llm_cli, 2)
     assert [(c["name"], c["arguments"]) for c in first["tool_calls"]] == [("llm_time", {})]
     assert first["response"] == ""  # the call is not text
     [result] = second["tool_results"]
@@ -56,7 +57,7 @@ def test_without_tools_the_toy_answers_in_text(toy, llm_cli):
 def test_a_malformed_call_becomes_a_tool_error_in_the_chain(toy, llm_cli):
     r = llm_cli("-m", toy("tools"), "-T", "llm_time", "Break the tool", *GREEDY)
     assert r.exit_code == 0, r.output
-    first, second = last_log(llm_cli, 2)[::-1]
+    first, second = last_log(llm_cli, 2)
     [call] = first["tool_calls"]
     assert "malformed tool call" in call["name"] and "arguments are not valid JSON" in call["name"]
     [result] = second["tool_results"]
@@ -67,7 +68,7 @@ def test_a_malformed_call_becomes_a_tool_error_in_the_chain(toy, llm_cli):
 def test_llm_chat_with_tools(toy, llm_cli, utc):
     r = llm_cli("chat", "-m", toy("tools"), "-T", "llm_time", *GREEDY, input="What time is it?\nquit\n")
     assert r.exit_code == 0, r.output
-    result = last_log(llm_cli)[0]["tool_results"][0]
+    result = last_log(llm_cli)[-1]["tool_results"][0]
     assert f"It is {answer_time(result['output'])}." in r.stdout
 
 
@@ -76,13 +77,14 @@ def test_async_chain(toy, utc):
 
     async def run():
         chain = model.chain("What time is it?", tools=[llm_time], options={"temperature": 0})
-        return [r async for r in chain.responses()]
+        seen = []
+        async for response in chain.responses():
+            seen.append((await response.text(), await response.tool_calls(), response.prompt.tool_results))
+        return seen
 
-    responses = asyncio.run(run())
-    calls = asyncio.run(responses[0].tool_calls())
-    assert [(c.name, c.arguments) for c in calls] == [("llm_time", {})]
-    result = responses[1].prompt.tool_results[0]
-    assert asyncio.run(responses[1].text()) == f"It is {answer_time(result.output)}."
+    (text1, calls, _), (text2, _, results) = asyncio.run(run())
+    assert text1 == "" and [(c.name, c.arguments) for c in calls] == [("llm_time", {})]
+    assert text2 == f"It is {answer_time(results[0].output)}."
 
 
 def test_families_without_a_tool_format_refuse_tools(converted, llm_cli):
