@@ -135,7 +135,7 @@ def fixed_overhead(args) -> float:
 def report(args, src: Path, times: dict, same: bool, overhead: float, q_seconds: float, table: str) -> None:
     import importlib.metadata
 
-    from llm_phi_gguf.gguf_info import read_gguf
+    from llm_phi_gguf.gguf_reader import read_gguf
 
     med = {k: statistics.median(v) for k, v in times.items()}
     best = {k: min(v) for k, v in times.items()}

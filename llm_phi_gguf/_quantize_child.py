@@ -20,7 +20,6 @@ import ctypes
 import json
 import os
 import signal
-import struct
 import sys
 from array import array
 from pathlib import Path
@@ -37,23 +36,23 @@ def _die_with_parent() -> None:
         pass
 
 
+def _imatrix_dat():
+    """imatrix_dat.py, the package's one .dat reader, loaded by path (importing the package would
+    import llm too, start-up time every quantization pays)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_llm_phi_imatrix_dat", Path(__file__).with_name("imatrix_dat.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def read_weights(path: str) -> list[tuple[bytes, array]]:
     """Entries of a legacy imatrix file as (name, float32 values / ncall)."""
     with open(path, "rb") as f:
-        data = f.read()
-    (n_entries,), pos = struct.unpack_from("<i", data), 4
-    entries = []
-    for _ in range(n_entries):
-        (length,) = struct.unpack_from("<i", data, pos)
-        name = data[pos + 4: pos + 4 + length]
-        ncall, nval = struct.unpack_from("<ii", data, pos + 4 + length)
-        pos += 12 + length
-        values = array("f", data[pos: pos + 4 * nval])
-        pos += 4 * nval
-        if ncall > 1:
-            values = array("f", (v / ncall for v in values))
-        entries.append((name, values))
-    return entries
+        entries, _, _ = _imatrix_dat().read_dat(f.read())
+    return [(name.encode(), values if ncall <= 1 else array("f", (v / ncall for v in values)))
+            for name, ncall, values in entries]
 
 
 class ImatrixData(ctypes.Structure):  # struct llama_model_imatrix_data

@@ -96,7 +96,7 @@ def chat_format(metadata: dict, family: families.Family, template_file: str | No
 
 @lru_cache(maxsize=8)
 def _metadata(path: str, mtime_ns: int) -> dict:
-    from .gguf_info import read_gguf
+    from .gguf_reader import read_gguf
 
     return read_gguf(path, read_arrays={"tokenizer.ggml.tokens"}).metadata
 

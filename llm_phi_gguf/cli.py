@@ -14,14 +14,7 @@ import click
 from click_default_group import DefaultGroup
 
 from .errors import PhiError, one_line_errors
-
-
-def human_size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"
+from .fmt import human_size
 
 
 @click.group()
@@ -144,17 +137,34 @@ def render(model, prompt, system, messages):
 
     entry = store.get(model)
     if messages is not None:
-        try:
-            convo = json.load(messages)
-            assert isinstance(convo, list) and all(isinstance(m, dict) and {"role", "content"} <= m.keys() for m in convo)
-        except (ValueError, AssertionError):
-            raise click.ClickException('--messages must be a JSON list of {"role": ..., "content": ...} objects') from None
+        convo = read_messages(messages)
     else:
         if prompt is None:
             raise click.ClickException("Give a PROMPT or --messages")
         convo = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     fmt = chat.chat_format(chat.gguf_metadata(entry.path), families.get_family(entry.family), entry.template)
     click.echo(fmt.render(convo, add_generation_prompt=True), nl=False)
+
+
+JSON_KINDS = {dict: "an object", str: "a string", int: "a number", float: "a number", bool: "a boolean",
+              type(None): "null"}
+
+
+def read_messages(file) -> list[dict]:
+    """--messages: a JSON list of {"role", "content"} objects (real checks: python -O drops asserts)."""
+    shape = 'a JSON list of {"role": ..., "content": ...} objects'
+    try:
+        convo = json.load(file)
+    except ValueError as e:
+        raise click.ClickException(f"--messages is not valid JSON ({e}); give {shape}") from None
+    if not isinstance(convo, list):
+        kind = JSON_KINDS.get(type(convo), "a value")
+        raise click.ClickException(f"--messages holds {kind}, not a list; give {shape}")
+    for i, m in enumerate(convo):
+        if not isinstance(m, dict) or not {"role", "content"} <= m.keys():
+            raise click.ClickException(f"--messages item {i} is not an object with \"role\" and \"content\"; "
+                                       f"give {shape}")
+    return convo
 
 
 @phi.command()

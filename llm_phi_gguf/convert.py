@@ -26,14 +26,6 @@ from typing import Any, Iterator
 from .errors import ConversionError, PhiError
 from .safetensors_reader import TensorEntry, bf16_to_f32, read_header
 
-# HF architectures[0] -> GGUF architecture. Anything else is refused by name.
-SUPPORTED = {
-    "PhiForCausalLM": "phi2",
-    "Phi3ForCausalLM": "phi3",
-    "PhiMoEForCausalLM": "phimoe",  # the hub's spelling
-    "PhimoeForCausalLM": "phimoe",  # what current transformers saves
-}
-
 # --outtype -> (llama_ftype, ggml type of the big weights); "auto" is resolved from the weights.
 OUTTYPES = {"f32": (0, 0), "f16": (1, 1), "bf16": (32, 30), "q8_0": (7, 8)}
 F32, F16, BF16, Q8_0 = 0, 1, 30, 8
@@ -104,6 +96,7 @@ def _real(name: str, value: Any, lo: float = 0.0, hi: float = math.inf) -> float
 
 
 def load_params(folder: Path) -> Params:
+    from .families import check_architecture
     from .gguf_info import MAX_EXPERTS, MAX_LAYERS
 
     path = folder / "config.json"
@@ -119,11 +112,7 @@ def load_params(folder: Path) -> Params:
     archs = cfg.get("architectures") or ["(none)"]
     if not isinstance(archs, list) or not isinstance(archs[0], str):
         raise ConversionError(f"config.json: architectures is {str(archs)[:40]!r}; expected a list of names")
-    if archs[0] not in SUPPORTED:
-        raise ConversionError(
-            f"Architecture {archs[0]} is not supported; supported: {', '.join(SUPPORTED)}"
-        )
-    arch = SUPPORTED[archs[0]]
+    arch = check_architecture(archs[0], str(folder))  # families.py's table; the rest refused by name
     # Hub configs say rope_scaling (+ top-level rope_theta...), new ones rope_parameters: merge
     # the top-level values in, as llama.cpp does, so both layouts read the same.
     rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
@@ -381,10 +370,10 @@ def chunks(t: Planned) -> Iterator[Any]:
     for src in t.sources:
         step = max(1, CHUNK_BYTES // (4 * max(src.shape[-1] if src.shape else 1, 1)))
         for rows in src.iter_rows(step):
-            yield _convert(rows, src.dtype, t.qtype)
+            yield _convert(rows, src.dtype, t.qtype, t.name)
 
 
-def _convert(block, src_dtype: str, qtype: int):
+def _convert(block, src_dtype: str, qtype: int, name: str = "?"):
     import gguf
     import numpy as np
 
@@ -395,8 +384,25 @@ def _convert(block, src_dtype: str, qtype: int):
     if qtype == F32:
         return data.astype(np.float32)
     if qtype == F16:
-        return data.astype(np.float16)
+        return _to_f16(data, name)
     return gguf.quants.quantize(data.astype(np.float32, copy=False), gguf.GGMLQuantizationType(qtype))
+
+
+def _to_f16(data, name: str):
+    """data as float16; refuse values beyond its range (+-65504), which the cast would make inf."""
+    import numpy as np
+
+    with np.errstate(over="ignore"):
+        out = data.astype(np.float16)
+    if np.isinf(out).any():
+        overflowed = np.asarray(data)[np.isinf(out) & np.isfinite(data)]
+        if overflowed.size:
+            raise ConversionError(
+                f"Tensor {name} holds values beyond float16's range (up to {np.abs(overflowed).max():.4g}; "
+                f"f16 ends at 65504): converting it to f16 would write inf",
+                hint="convert with --outtype bf16 or f32: llm phi quantize convert SRC -o OUT.gguf --outtype bf16 "
+                     "(and quantize OUT.gguf)")
+    return out
 
 
 def resolve_outtype(outtype: str, entries: dict[str, TensorEntry]) -> tuple[int, int]:

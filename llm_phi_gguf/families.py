@@ -168,13 +168,34 @@ FAMILIES: tuple[Family, ...] = (
 
 BY_KEY = {f.key: f for f in FAMILIES}
 
-# Architectures the converter cannot handle, with the reason users see.
-UNSUPPORTED_ARCHITECTURES = {
-    "Phi3SmallForCausalLM": "Phi-3-small has no llama.cpp architecture",
-    "Phi3VForCausalLM": "Phi-3/3.5-vision is not supported by llama.cpp",
-    "Phi4MMForCausalLM": "Phi-4-multimodal is not supported by llama.cpp",
-    "Phi4FlashForCausalLM": "Phi-4-mini-flash-reasoning is not supported by llama.cpp",
-}
+# The one list of what we convert and run: HF architectures[0] -> GGUF general.architecture.
+SUPPORTED_ARCHITECTURES: dict[str, str] = {a: f.gguf_arch for f in FAMILIES for a in f.hf_architectures}
+GGUF_ARCHITECTURES: tuple[str, ...] = tuple(dict.fromkeys(f.gguf_arch for f in FAMILIES))
+
+
+SEE_FAMILIES = "`llm phi families` lists the Phi models this plugin runs"
+
+
+@dataclass(frozen=True)
+class Unsupported:
+    """A Phi model that llama.cpp cannot run, refused by name with the reason (gguf-phi.md section 1)."""
+
+    title: str
+    hf_architecture: str  # its config.json architectures[0]
+    reason: str
+    markers: tuple[str, ...]  # lower-case fragments of its repo id or GGUF general.name
+
+
+UNSUPPORTED: tuple[Unsupported, ...] = (
+    Unsupported("Phi-3-small", "Phi3SmallForCausalLM", "llama.cpp has no architecture for it",
+                ("phi-3-small", "phi3-small")),
+    Unsupported("Phi-3/3.5-vision", "Phi3VForCausalLM", "llama.cpp supports neither its text model nor its "
+                "vision projector", ("phi-3-vision", "phi-3.5-vision", "phi3-vision", "phi3.5-vision")),
+    Unsupported("Phi-4-multimodal", "Phi4MMForCausalLM", "llama.cpp does not support it",
+                ("phi-4-multimodal", "phi4-multimodal")),
+    Unsupported("Phi-4-mini-flash-reasoning", "Phi4FlashForCausalLM", "llama.cpp does not support its "
+                "hybrid (SambaY) architecture", ("phi-4-mini-flash", "phi4-mini-flash")),
+)
 
 # llama.cpp gives Phi-3's special tokens Hugging Face's rstrip behaviour (whitespace after
 # <|user|>, <|end|>... is absorbed, as the hub tokenizer_config says) only when general.name
@@ -192,6 +213,15 @@ def named_like_phi3(name: str) -> bool:
 # Default context we load with when neither the user nor the registry says otherwise: large
 # enough for real chats, small enough that a 128k model does not allocate ~48 GiB of KV cache.
 DEFAULT_N_CTX = 4096
+
+
+def default_n_ctx(metadata: dict) -> int:
+    """The context to load (and export to Ollama) with: DEFAULT_N_CTX, or the model's trained
+    context when that is smaller."""
+    trained = metadata.get(f"{metadata.get('general.architecture')}.context_length")
+    if isinstance(trained, int) and not isinstance(trained, bool) and trained > 0:
+        return min(DEFAULT_N_CTX, trained)
+    return DEFAULT_N_CTX
 
 
 def get_family(key: str) -> Family:
@@ -232,9 +262,34 @@ def detect_family(metadata: dict) -> Family | None:
     return None
 
 
-def family_for_architecture(hf_architecture: str) -> Family | None:
-    """The first family built on a Hugging Face architecture (for the converter's messages)."""
-    return next((f for f in FAMILIES if hf_architecture in f.hf_architectures), None)
+def unsupported_model(hf_architectures=(), name: str = "") -> Unsupported | None:
+    """The refused Phi model that these config.json architectures or this repo/model name stand for."""
+    name = name.lower()
+    return next((u for u in UNSUPPORTED if u.hf_architecture in hf_architectures
+                 or any(m in name for m in u.markers)), None)
+
+
+def gguf_name(metadata: dict) -> str:
+    """The names a GGUF gives its model (general.name, basename, finetune), for unsupported_model."""
+    return " ".join(str(metadata.get(k) or "") for k in ("general.name", "general.basename", "general.finetune"))
+
+
+def refusal(model: Unsupported, what: str) -> str:
+    """The one line that refuses `what` (a folder, repo or file) as the unsupported `model`."""
+    return f"{what} is {model.title} ({model.hf_architecture}), which this plugin cannot run: {model.reason}"
+
+
+def check_architecture(hf_architecture: str, what: str) -> str:
+    """The GGUF architecture for a config.json architectures[0]; refuse others by name, with the reason."""
+    from .errors import ConversionError
+
+    if hf_architecture in SUPPORTED_ARCHITECTURES:
+        return SUPPORTED_ARCHITECTURES[hf_architecture]
+    hint = SEE_FAMILIES
+    if (model := unsupported_model((hf_architecture,))) is not None:
+        raise ConversionError(refusal(model, what), hint=hint)
+    raise ConversionError(f"{what}: architecture {hf_architecture} is not supported "
+                          f"(supported: {', '.join(SUPPORTED_ARCHITECTURES)})", hint=hint)
 
 
 def read_template(family: Family) -> str:

@@ -93,23 +93,28 @@ def write_json_atomic(path: Path, data) -> None:
 
 
 @contextlib.contextmanager
-def atomic_output(out: Path, force: bool = False) -> Iterator[Path]:
+def atomic_output(out: Path, force: bool = False, keep: bool = True) -> Iterator[Path]:
     """Yield a temporary path next to `out`; on success rename it to `out`, else delete it.
 
-    KeyboardInterrupt and any exception delete the temporary file and propagate.
+    KeyboardInterrupt and any exception delete the temporary file and propagate. keep=False: a
+    scratch file for `out` that is deleted in every case (named like every temporary, so a
+    killed run's scratch file is cleaned up like any other).
     """
     out = Path(out)
-    if out.exists() and not force:
+    if keep and out.exists() and not force:
         raise OutputExistsError(f"{out} already exists", hint="use --force to overwrite it")
     remove_stale_temporaries(out)
     fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX + out.name + ".", suffix=TEMP_SUFFIX, dir=out.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get normal permissions
+    renamed = False
     try:
         yield tmp
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+        if keep:
+            os.replace(tmp, out)
+            renamed = True
+    finally:
+        if not renamed:
+            with contextlib.suppress(OSError):
+                tmp.unlink()

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import HubError, PhiError
+from .store import models_dir, output_path
 
 REPO_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+?)(?:@(?P<rev>[\w./-]+))?$")
 LOCAL_LOOKING = (".gguf", ".safetensors", ".json", "/")
@@ -279,13 +280,15 @@ def fetch(hub: Hub, listing: Listing, names: list[str], echo) -> Path:
 def check_phi_config(folder: Path, repo: str) -> None:
     import json
 
-    from .families import FAMILIES
+    from .families import SEE_FAMILIES, SUPPORTED_ARCHITECTURES, refusal, unsupported_model
 
-    known = sorted({a for f in FAMILIES for a in f.hf_architectures})
+    known = sorted(SUPPORTED_ARCHITECTURES)
     try:
         archs = json.loads((folder / "config.json").read_text("utf-8")).get("architectures") or []
     except (OSError, ValueError, AttributeError):
         raise HubError(f"{repo}: config.json is missing or not valid JSON") from None
+    if (model := unsupported_model(archs)) is not None:
+        raise HubError(refusal(model, repo), hint=SEE_FAMILIES)
     if not set(archs) & set(known):
         raise HubError(f"{repo} is not a Phi model (architectures: {', '.join(archs) or 'none'})",
                        hint=f"this plugin handles {', '.join(known)}")
@@ -299,9 +302,11 @@ def fetch_checkpoint(hub: Hub, listing: Listing, echo) -> Path:
 
 
 def _check_gguf_arch(listing: Listing) -> None:
-    from .families import FAMILIES
+    from .families import GGUF_ARCHITECTURES as phi
+    from .families import SEE_FAMILIES, refusal, unsupported_model
 
-    phi = {f.gguf_arch for f in FAMILIES}
+    if (model := unsupported_model(name=listing.repo_id)) is not None:
+        raise HubError(refusal(model, listing.repo_id), hint=SEE_FAMILIES)
     if listing.gguf_arch and listing.gguf_arch not in phi:
         raise HubError(f"{listing.repo_id} is not a Phi model (GGUF architecture {listing.gguf_arch})",
                        hint=f"this plugin runs {', '.join(sorted(phi))}")
@@ -335,6 +340,22 @@ def resolve_source(src: str, want: str = "any", echo=print) -> Path:
         _check_gguf_arch(listing)
         names = _source_gguf(listing)
         return fetch(hub, listing, names, echo) / names[0]
+
+
+def resolve_for_quantize(src, out, echo) -> tuple[Path, object, str | None]:
+    """`llm phi quantize`'s source: (local path, output folder or file, output base name).
+
+    A repo id's files live in the Hugging Face cache under a commit-hash folder: its outputs
+    default to llm's models folder (<user dir>/llm-phi-gguf/models/<owner>/), named after the repo.
+    """
+    local = Path(resolve_source(str(src), want="any", echo=echo)).expanduser().absolute()
+    if Path(str(src)).expanduser().exists():
+        return local, out, None
+    owner, _, repo = str(src).split("@")[0].partition("/")
+    if out is None:
+        out = models_dir() / owner
+        out.mkdir(parents=True, exist_ok=True)
+    return local, out, repo
 
 
 def _source_gguf(listing: Listing) -> list[str]:
@@ -380,17 +401,6 @@ def register_cached(path: Path, alias: str | None, force: bool, echo):
         echo(f"{path.name} is already registered as {same[0].alias}")
         return same[0]
     return store.register_file(path, alias=alias, force=force)
-
-
-def models_dir() -> Path:
-    from .store import registry_dir
-
-    return registry_dir() / "models"
-
-
-def output_path(repo: str, quant: str) -> Path:
-    owner, name = repo.split("/")
-    return models_dir() / owner / f"{name}_{quant}.gguf"
 
 
 def already_built(repo: str, quant: str, alias: str | None, force: bool, echo):

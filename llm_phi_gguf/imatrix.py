@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import ctypes
 import math
-import struct
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Callable
 
 from .errors import PhiError
+from .imatrix_dat import read_dat, write_dat
 
 MIN_ROWS = 16  # llama.cpp ignores matmuls with fewer token rows (single-token decode steps)
 GGML_TYPE_F32 = 0
@@ -124,40 +124,17 @@ def write_imatrix_dat(im: Imatrix, path: Path) -> None:
     write_dat(path, rows, im.chunk_count, (im.datasets or ["unknown"])[0])
 
 
-def write_dat(path: Path, rows: list, chunk_count: int, dataset: str) -> None:
-    """rows: (name, ncall, float32 values); the reader divides values by ncall."""
-    with open(path, "wb") as f:
-        f.write(struct.pack("<i", len(rows)))
-        for name, ncall, values in rows:
-            raw = name.encode()
-            f.write(struct.pack("<i", len(raw)) + raw + struct.pack("<ii", ncall, len(values)))
-            f.write(values.astype("<f4").tobytes())
-        data = dataset.encode()
-        f.write(struct.pack("<ii", chunk_count, len(data)) + data)
-
-
 def read_imatrix_dat(path: Path) -> Imatrix:
     import numpy as np
 
-    data = Path(path).read_bytes()
     try:
-        (n,), pos = struct.unpack_from("<i", data), 4
-        im = Imatrix()
-        for _ in range(n):
-            (length,) = struct.unpack_from("<i", data, pos)
-            name = data[pos + 4: pos + 4 + length].decode()
-            ncall, nval = struct.unpack_from("<ii", data, pos + 4 + length)
-            pos += 12 + length
-            if length <= 0 or nval <= 0 or pos + 4 * nval > len(data):
-                raise ValueError
-            values = np.frombuffer(data, dtype="<f4", count=nval, offset=pos)
-            pos += 4 * nval
-            im.entries[name] = Entry(values.reshape(1, -1).astype(np.float32), np.array([max(ncall, 1)], np.float32))
-        if pos + 8 <= len(data):  # optional trailer
-            im.chunk_count, length = struct.unpack_from("<ii", data, pos)
-            im.datasets = [data[pos + 8: pos + 8 + length].decode(errors="replace")]
-    except (struct.error, ValueError, UnicodeDecodeError):
+        entries, chunk_count, datasets = read_dat(Path(path).read_bytes())
+    except ValueError:
         raise ImatrixError(f"{path} is neither a GGUF nor a legacy .dat importance matrix") from None
+    im = Imatrix(datasets=datasets, chunk_count=chunk_count)
+    for name, ncall, values in entries:
+        sums = np.frombuffer(values, dtype=np.float32).reshape(1, -1).astype(np.float32)
+        im.entries[name] = Entry(sums, np.array([max(ncall, 1)], np.float32))
     return im
 
 

@@ -208,7 +208,7 @@ class _PhiBase:
         e = self.entry
         return LoadOptions(
             kv_overrides=chat.phi3_tokenizer_overrides(metadata, family),
-            n_ctx=options.n_ctx or e.n_ctx or default_n_ctx(metadata),
+            n_ctx=options.n_ctx or e.n_ctx or families.default_n_ctx(metadata),
             gpu_layers=options.gpu_layers if options.gpu_layers is not None else (e.gpu_layers or 0),
             n_threads=options.n_threads,
             n_batch=options.n_batch or 512,
@@ -252,12 +252,6 @@ class _PhiBase:
             yield from output.shape(generate(llama, tokens, gen), response, family, gen.thinking)
         finally:
             gen.usage.record(response)
-
-
-def default_n_ctx(metadata: dict) -> int:
-    """families.DEFAULT_N_CTX, or the trained context when that is smaller."""
-    trained = metadata.get(f"{metadata.get('general.architecture')}.context_length")
-    return min(families.DEFAULT_N_CTX, trained) if isinstance(trained, int) and trained > 0 else families.DEFAULT_N_CTX
 
 
 def warn_context(metadata: dict, n_ctx: int) -> None:

@@ -228,7 +228,7 @@ def resolve_model(model: str):
 def build_export(model: str, system: str | None = None, options=()) -> Export:
     """Everything the Modelfile and /api/create need, from the family's Modelfile plus the
     registry's num_ctx and the user's --system and -p values."""
-    from .families import DEFAULT_N_CTX, detect_family
+    from .families import default_n_ctx, detect_family
     from .gguf_info import validate_gguf
 
     pairs = parse_parameter_options(options)  # bad -p values fail before any file is read
@@ -240,8 +240,7 @@ def build_export(model: str, system: str | None = None, options=()) -> Export:
                        hint="register it with `llm phi register --family ...`")
     base = family_modelfile(family)
     params = {"stop": list(base.parameters.get("stop", []))}
-    trained = info.context_length or DEFAULT_N_CTX
-    params["num_ctx"] = (entry.n_ctx if entry and entry.n_ctx else None) or min(DEFAULT_N_CTX, trained)
+    params["num_ctx"] = (entry.n_ctx if entry and entry.n_ctx else None) or default_n_ctx(info.metadata)
     params.update({k: v for k, v in base.parameters.items() if k != "stop"})
     for name, text in pairs:
         add_parameter(params, name, text)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import PhiError
+from .fmt import human_size
 
 DEFAULT_N_CTX = 512
 MAX_TOKENS = 4096  # caps the evaluation's cost and the reference file's size
@@ -65,7 +66,7 @@ def builtin_eval_text() -> str:
 
 
 def bits_per_weight(path) -> float:
-    from .gguf_info import read_gguf
+    from .gguf_reader import read_gguf
 
     info = read_gguf(path)
     return 8.0 * sum(t.nbytes for t in info.tensors) / max(info.n_params, 1)
@@ -98,9 +99,7 @@ def _logprob_blocks(path, chunks_or_text, n_ctx: int):
 
     Position i's distribution predicts token i + 1. Only this model is loaded; it is freed after.
     """
-    from .runtime import LoadOptions, load_llama
-
-    from .quantize import all_cores
+    from .runtime import LoadOptions, all_cores, load_llama
 
     # batch work: all cores (llama-cpp-python's default is half of them, tuned for generation)
     llama = load_llama(path, LoadOptions(n_ctx=n_ctx, n_batch=n_ctx, logits_all=True, n_threads=all_cores()))
@@ -117,7 +116,7 @@ def _logprob_blocks(path, chunks_or_text, n_ctx: int):
 
 
 def _eval_n_ctx(path, n_ctx: int) -> int:
-    from .gguf_info import read_gguf
+    from .gguf_reader import read_gguf
 
     trained = read_gguf(path).context_length or n_ctx
     return max(16, min(n_ctx, trained))
@@ -193,12 +192,6 @@ def _compare(label, path, chunks, refs, n_ctx, progress) -> QualityRow:
 # ----------------------------------------------------------------------------- output
 
 
-def _human(n: int) -> str:
-    from .cli import human_size
-
-    return human_size(n)
-
-
 def _line(cells: list[str]) -> str:
     """First column left-aligned, the numbers right-aligned, widths from COLUMNS."""
     return "  ".join(f"{c:>{w}}" if i else f"{c:<{w}}" for i, (c, (_, w, _)) in enumerate(zip(cells, COLUMNS)))
@@ -208,7 +201,7 @@ def format_table(report: QualityReport) -> str:
     lines = [_line([h for h, _, _ in COLUMNS])]
     for row in [report.source, *report.rows]:
         label = row.label if len(row.label) <= 36 else row.label[:35] + "…"
-        values = {**asdict(row), "size_h": _human(row.size), "label": label}
+        values = {**asdict(row), "size_h": human_size(row.size), "label": label}
         cells = [fmt.format(**values) for _, _, fmt in COLUMNS]
         lines.append(_line(cells))
     lines.append(f"({report.n_tokens} tokens in chunks of {report.n_ctx}; KLD = KL(source || quantized); "

@@ -75,7 +75,6 @@ def _load() -> tuple[QuantType, ...]:
 
 QUANT_TYPES = _load()
 BY_NAME = {t.name: t for t in QUANT_TYPES}
-BY_FTYPE = {t.ftype: t for t in QUANT_TYPES}
 
 
 def get_quant_type(name: str) -> QuantType:

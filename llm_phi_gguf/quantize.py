@@ -39,6 +39,7 @@ FALLBACK_LINE = re.compile(
     r"-> falling back to\s+(\S+)"
 )
 FAILED_LINE = re.compile(r"failed to quantize: (.*)$")
+SOURCE_HINT = "quantize takes a Phi GGUF (best F16/BF16/F32) or a Hugging Face checkpoint folder or repo id"
 # Mixture rules can bump a tensor above the file type's nominal bits (Q6_K/Q8_0 output, attn_v);
 # this head-room keeps the disk-space estimate an upper bound.
 SIZE_HEADROOM = 1.25
@@ -73,7 +74,7 @@ def read_source(src: Path):
 
     if not src.is_file():
         raise GGUFError(f"{src} does not exist" if not src.exists() else f"{src} is not a file")
-    return validate_gguf(src)
+    return validate_gguf(src, hint=SOURCE_HINT)
 
 
 def quantizable(t) -> bool:
@@ -197,20 +198,13 @@ def _failure(rc: int, reader: LogReader, src: Path, qname: str) -> QuantizationE
     return QuantizationError(f"Quantizing {what} failed with exit status {rc}: {reader.crash_detail()}")
 
 
-def all_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 @contextlib.contextmanager
 def _weights_file(im) -> Iterator[str | None]:
     """The imatrix as final per-column weights in a temporary legacy file the child can read."""
     if im is None:
         yield None
         return
-    from .imatrix import write_dat
+    from .imatrix_dat import write_dat
 
     with tempfile.TemporaryDirectory(prefix="llm-phi-imatrix-") as tmp:
         path = Path(tmp) / "weights.dat"
@@ -259,6 +253,7 @@ def quantize_file(
     """
     from .files import atomic_output, check_free_space, check_output_path
     from .quant_types import get_quant_type
+    from .runtime import all_cores
 
     qt = get_quant_type(qtype)
     src = Path(src_gguf).expanduser().absolute()
@@ -291,75 +286,65 @@ def base_name(src: Path) -> str:
 
 
 def plan_outputs(src: Path, qtypes: list, out, name: str | None = None) -> list[Path]:
-    """`<name>_<TYPE>.gguf` next to the source, or in the folder `out`, or exactly `out` (one type)."""
+    """`<name>_<TYPE>.gguf` next to the source, or in the folder `out` (created if missing), or
+    exactly `out` (one type)."""
     name = name or base_name(src)
     if out is not None and str(out).lower().endswith(".gguf"):
         if len(qtypes) > 1:
             raise PhiError(f"With several -q types, -o must be a folder, not the file {out}")
         return [Path(out).expanduser().absolute()]
     folder = Path(out).expanduser().absolute() if out is not None else src.parent
-    if not folder.is_dir():
-        raise PhiError(f"Output folder {folder} does not exist")
+    if folder.exists() and not folder.is_dir():
+        raise PhiError(f"-o {out} is a file, not a folder", hint="give a folder, or one -q type and OUT.gguf")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PhiError(f"Cannot create the output folder {folder}: {e.strerror}") from None
     return [folder / f"{name}_{qt.name}.gguf" for qt in qtypes]
 
 
-def resolve_src(src, echo) -> Path:
-    """A local folder or GGUF as given, or a Hugging Face repo id downloaded by the hub stage."""
-    from .hub import resolve_source
+def local_source(src, out, echo) -> tuple[Path, object, str | None]:
+    """(local source, output folder or file, output base name) for a local folder or GGUF.
 
-    return Path(resolve_source(str(src), want="any", echo=echo)).expanduser().absolute()
-
-
-def resolve_src_and_folder(src, out, echo) -> tuple[Path, object, str | None]:
-    """(local source, output folder or file, output base name).
-
-    A repo id's files live in the Hugging Face cache under a commit-hash folder: its outputs
-    default to llm's models folder (<user dir>/llm-phi-gguf/models/<owner>/), named after the repo.
+    The default `resolve` of quantize_source; `llm phi quantize` passes hub.resolve_for_quantize,
+    which also takes Hugging Face repo ids (the hub stage sits above this one).
     """
-    if Path(str(src)).expanduser().exists():
-        return resolve_src(src, echo), out, None
-    from .hub import models_dir
-
-    local = resolve_src(src, echo)
-    owner, _, repo = str(src).split("@")[0].partition("/")
-    if out is None:
-        out = models_dir() / owner
-        out.mkdir(parents=True, exist_ok=True)
-    return local, out, repo
+    path = Path(str(src)).expanduser()
+    if not path.exists():
+        raise PhiError(f"{src} does not exist", hint="give a local Hugging Face folder or GGUF file")
+    return path.absolute(), out, None
 
 
 @contextlib.contextmanager
 def source_gguf(src: Path, folder: Path, keep_f16: bool, force: bool, progress, echo) -> Iterator[Path]:
     """The GGUF to quantize: src itself, or src (a HF folder) converted once into `folder`.
 
-    The conversion goes to a hidden temporary file beside the outputs, deleted afterwards, or
-    kept as `<name>_F16.gguf` / `_BF16.gguf` with keep_f16.
+    The conversion is atomic_output's temporary for `<name>_F16.gguf` / `_BF16.gguf` beside the
+    outputs: renamed to it with keep_f16, else deleted (a killed run's is cleaned up later).
     """
     if not src.is_dir():
         yield src
         return
     from .convert import convert_checkpoint
+    from .files import atomic_output, check_output_path
 
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{src.name}.", suffix=".convert.gguf.partial", dir=folder)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    kept = folder / f"{src.name}_{converted_type(src)}.gguf"
+    if keep_f16:
+        check_output_path(kept, force)  # before the conversion, not after it
+    with atomic_output(kept, force=force, keep=keep_f16) as tmp:
         echo(f"Converting {src} to GGUF")
         convert_checkpoint(src, tmp, outtype="auto", force=True, progress=bool(progress))
-        kept = _kept_path(tmp, src, folder, force) if keep_f16 else None
         yield tmp
-        if kept:
-            os.replace(tmp, kept)
-            echo(f"Kept the converted model as {kept}")
-    finally:
-        tmp.unlink(missing_ok=True)
+    if keep_f16:
+        echo(f"Kept the converted model as {kept}")
 
 
-def _kept_path(tmp: Path, src: Path, folder: Path, force: bool) -> Path:
-    from .files import check_output_path
-    from .gguf_info import read_gguf
+def converted_type(src: Path) -> str:
+    """The file type convert_checkpoint(outtype="auto") writes for src: F16 or BF16."""
+    from .convert import OUTTYPES, index_weights, resolve_outtype
 
-    return check_output_path(folder / f"{src.name}_{read_gguf(tmp).file_type_name}.gguf", force)
+    ftype, _ = resolve_outtype("auto", index_weights(src))
+    return next(name.upper() for name, (f, _) in OUTTYPES.items() if f == ftype)
 
 
 def check_aliases(info, outs: list[Path], qtypes: list, alias: str | None, force: bool) -> list[str]:
@@ -399,14 +384,17 @@ def quantize_source(
     force: bool = False,
     progress=True,
     echo: Callable[[str], None] = print,
+    resolve: Callable = local_source,
 ) -> list[QuantResult]:
-    """`llm phi quantize`: SRC (HF folder, GGUF, repo id) -> one GGUF per type, report, registration."""
+    """`llm phi quantize`: SRC (HF folder, GGUF; a repo id through `resolve`) -> one GGUF per type,
+    report, registration. resolve(src, out, echo) -> (local path, out, base name), called after
+    the cheap checks and before any conversion."""
     from .files import check_output_path
 
     types = check_request(qtypes, imatrix, calibration)
     texts = _read_texts(calibration, eval_text)
     im = _read_imatrix(imatrix)  # a bad file fails now, not after a long conversion
-    src, out, name = resolve_src_and_folder(src, out, echo)
+    src, out, name = resolve(src, out, echo)
     outs = plan_outputs(src, types, out, name)
     for o in outs:
         check_output_path(o, force, inputs=(src,))

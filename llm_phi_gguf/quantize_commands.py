@@ -22,7 +22,7 @@ def register_quantize_commands(phi, quantize) -> None:
 @click.argument("src")
 @click.option("-q", "--quant", "qtypes", multiple=True, default=("Q4_K_M",), show_default=True,
               help="llama.cpp file type; repeat for several outputs (see: llm phi quantize types)")
-@click.option("-o", "--output", "out", help="Output file (one type) or existing folder; default: beside SRC")
+@click.option("-o", "--output", "out", help="Output file (one type, *.gguf) or folder (created if missing); default: beside SRC")
 @click.option("--alias", help="Alias to register (several types: ALIAS-q4, ALIAS-q5 ...)")
 @click.option("--no-register", is_flag=True, help="Do not register the outputs with llm")
 @click.option("--imatrix", "imatrix", type=click.Path(dir_okay=False, exists=True),
@@ -40,13 +40,14 @@ def register_quantize_commands(phi, quantize) -> None:
 def run_cmd(src, qtypes, out, alias, no_register, imatrix, calibration, eval_text, keep_f16, threads,
             allow_requantize, no_report, force):
     "Quantize SRC (Hugging Face folder, f16/bf16/f32 GGUF, or repo id) to one or more types"
-    from .cli import human_size
+    from .fmt import human_size
+    from .hub import resolve_for_quantize
     from .quantize import quantize_source
 
     results = quantize_source(
         src, qtypes, out=out, imatrix=imatrix, calibration=calibration, alias=alias, register=not no_register,
         keep_f16=keep_f16, threads=threads, allow_requantize=allow_requantize, report=not no_report,
-        eval_text=eval_text, force=force, progress=True, echo=click.echo,
+        eval_text=eval_text, force=force, progress=True, echo=click.echo, resolve=resolve_for_quantize,
     )
     for r in results:
         click.echo(f"Wrote {r.path} ({r.qtype}, {human_size(r.size)}, {r.seconds:.1f} s)")

@@ -226,3 +226,11 @@ def system_info() -> str:
     import llama_cpp
 
     return llama_cpp.llama_print_system_info().decode(errors="replace").strip()
+
+
+def all_cores() -> int:
+    """The CPUs this process may run on: the thread count for batch work (quantizing, evaluating)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1

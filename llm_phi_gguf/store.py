@@ -74,6 +74,17 @@ def registry_path() -> Path:
     return registry_dir() / "models.json"
 
 
+def models_dir() -> Path:
+    """Where the plugin builds the GGUFs it makes from downloaded checkpoints."""
+    return registry_dir() / "models"
+
+
+def output_path(repo: str, quant: str) -> Path:
+    """The GGUF `llm phi download` builds for `repo` (owner/name) at `quant`."""
+    owner, name = repo.split("/")
+    return models_dir() / owner / f"{name}_{quant}.gguf"
+
+
 def _read(path: Path) -> dict[str, ModelEntry]:
     try:
         text = path.read_text("utf-8")
@@ -181,7 +192,10 @@ def register_file(
 
     # absolute, not resolved: a symlink (the HF cache's snapshot names) is kept as given
     path = Path(path).expanduser().absolute()
-    info = validate_gguf(path)
+    info = validate_gguf(path, hint="register takes a Phi GGUF file; llm phi download or llm phi quantize make one")
+    if not family and (model := families.unsupported_model(name=families.gguf_name(info.metadata))):
+        raise RegistryError(families.refusal(model, path.name),
+                            hint=f"{families.SEE_FAMILIES}; pass --family if it is one of them under another name")
     fam = families.get_family(family) if family else families.detect_family(info.metadata)
     if fam is None:
         raise RegistryError(

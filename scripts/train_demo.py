@@ -46,10 +46,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-TEMPLATE_CANDIDATES = [
-    REPO.parent / "shared" / "reference" / "chat-templates" / "Phi-3.5-mini-instruct.jinja",
-    REPO / "llm_phi_gguf" / "chat_templates" / "Phi-3.5-mini-instruct.jinja",
-]
+# The packaged copy of the hub template; its hash (the hub file's) is checked before use.
+TEMPLATE_PATH = REPO / "llm_phi_gguf" / "chat_templates" / "Phi-3.5-mini-instruct.jinja"
 TEMPLATE_SHA256 = "78d976a442bcde2f0be15aafbb8e3050e1104f86732266f68403251b89982a90"
 
 SEED = 1234
@@ -505,9 +503,7 @@ def main(argv=None) -> int:
     torch.manual_seed(SEED)
 
     t_start = time.time()
-    template_path = next((p for p in TEMPLATE_CANDIDATES if p.is_file()), None)
-    if template_path is None:
-        sys.exit("Phi-3.5-mini-instruct.jinja not found")
+    template_path = TEMPLATE_PATH
     chat_template = template_path.read_bytes().decode("utf-8")
     import hashlib
 

@@ -41,12 +41,23 @@ def test_missing_config(src, tmp_path):
     fails(src, tmp_path / "o.gguf", "No config.json")
 
 
-@pytest.mark.parametrize("arch", ["Phi3SmallForCausalLM", "Phi3VForCausalLM", "Phi4MMForCausalLM",
-                                  "Phi4FlashForCausalLM", "LlamaForCausalLM"])
-def test_unsupported_architecture_names_it_and_the_supported_list(arch, src, tmp_path):
+@pytest.mark.parametrize("arch, title, reason", [
+    ("Phi3SmallForCausalLM", "Phi-3-small", "llama.cpp has no architecture for it"),
+    ("Phi3VForCausalLM", "Phi-3/3.5-vision", "neither its text model nor its vision projector"),
+    ("Phi4MMForCausalLM", "Phi-4-multimodal", "llama.cpp does not support it"),
+    ("Phi4FlashForCausalLM", "Phi-4-mini-flash-reasoning", "hybrid (SambaY) architecture"),
+])
+def test_unsupported_phi_is_refused_by_name_with_the_reason(arch, title, reason, src, tmp_path):
     edit_json(src / "config.json", architectures=[arch])
-    err = fails(src, tmp_path / "o.gguf", arch)
-    assert "PhiForCausalLM" in str(err) and "PhimoeForCausalLM" in str(err)
+    err = str(fails(src, tmp_path / "o.gguf", arch))
+    assert f"is {title} ({arch}), which this plugin cannot run: " in err and reason in err
+    assert "llm phi families" in err
+
+
+def test_other_architecture_names_it_and_the_supported_list(src, tmp_path):
+    edit_json(src / "config.json", architectures=["LlamaForCausalLM"])
+    err = str(fails(src, tmp_path / "o.gguf", "architecture LlamaForCausalLM is not supported"))
+    assert "PhiForCausalLM" in err and "PhimoeForCausalLM" in err and "llm phi families" in err
 
 
 def test_missing_weights(src, tmp_path):
@@ -143,3 +154,21 @@ def test_error_while_writing_leaves_no_partial_file(src, tmp_path, monkeypatch):
 
 def test_unknown_outtype(src, tmp_path):
     fails(src, tmp_path / "o.gguf", "Unknown outtype", outtype="q4_k")
+
+
+@pytest.mark.parametrize("outtype", ["f16", "auto"])
+def test_values_beyond_f16_are_refused_naming_the_tensor(outtype, checkpoint, tmp_path):
+    """A cast to f16 would turn them into inf; the converter names the tensor and the way out."""
+    from safetensors.numpy import load_file, save_file
+
+    src = tmp_path / "src"
+    shutil.copytree(checkpoint("phi-3-mini-4k", dtype="float32"), src)
+    weights = load_file(src / "model.safetensors")
+    name = next(n for n in weights if n.endswith("layers.1.mlp.down_proj.weight"))
+    weights[name][3, 5] = 1e6
+    save_file(weights, src / "model.safetensors", metadata={"format": "pt"})
+    err = str(fails(src, tmp_path / "o.gguf", "blk.1.ffn_down.weight holds values beyond float16's range",
+                    outtype=outtype))
+    assert "up to 1e+06" in err and "inf" in err and "--outtype bf16" in err
+    for ok in ("bf16", "f32"):
+        convert_checkpoint(src, tmp_path / f"{ok}.gguf", outtype=ok, progress=False)

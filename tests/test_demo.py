@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 from llm_phi_gguf import store
-from llm_phi_gguf.gguf_info import read_gguf
+from llm_phi_gguf.gguf_reader import read_gguf
 
 CORPUS = json.loads((Path(__file__).resolve().parents[1] / "llm_phi_gguf" / "demo" / "corpus.json").read_text())
 

@@ -12,11 +12,11 @@ transformers = pytest.importorskip("transformers")
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "llm_phi_gguf" / "demo"
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-REFERENCE_TEMPLATE = SHARED / "reference" / "chat-templates" / "Phi-3.5-mini-instruct.jinja"
+REFERENCE = REPO / "tests" / "fixtures" / "reference" / "chat-templates"
+REFERENCE_TEMPLATE = REFERENCE / "Phi-3.5-mini-instruct.jinja"
 
-# Phi-3.5-mini-instruct's added tokens in hub id order (32000..32010), from the shared facts.
-_FACTS = json.loads((SHARED / "reference" / "chat-templates" / "families.json").read_text())
+# Phi-3.5-mini-instruct's added tokens in hub id order (32000..32010), from the vendored facts.
+_FACTS = json.loads((REFERENCE / "families.json").read_text())
 PHI35_ADDED = [
     token for token, i in sorted(
         _FACTS["families"]["Phi-3.5-mini-instruct"]["special_chat_tokens"]["value"].items(), key=lambda kv: kv[1]
@@ -83,8 +83,6 @@ def test_config_is_phi35_layout():
 
 
 def test_chat_template_byte_identical_to_reference():
-    if not REFERENCE_TEMPLATE.is_file():
-        pytest.skip(f"shared reference not available at {REFERENCE_TEMPLATE}")
     cfg = json.loads((DEMO / "tokenizer_config.json").read_text(encoding="utf-8"))
     assert cfg["chat_template"].encode("utf-8") == REFERENCE_TEMPLATE.read_bytes()
 

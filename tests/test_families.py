@@ -1,5 +1,5 @@
 """Family detection from GGUF metadata as real Phi GGUFs carry it (values from llama.cpp's
-converter facts in ../shared/reference/gguf-phi.md and the models' hub templates)."""
+converter facts and the models' hub templates, vendored in tests/fixtures/reference/)."""
 
 from pathlib import Path
 
@@ -7,7 +7,7 @@ import pytest
 
 from llm_phi_gguf import families
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "chat-templates"
+REFERENCE = Path(__file__).resolve().parent / "fixtures" / "reference" / "chat-templates"
 
 
 def meta(arch, vocab, n_embd, n_ctx, name, template=None, pre=None):
@@ -19,7 +19,7 @@ def meta(arch, vocab, n_embd, n_ctx, name, template=None, pre=None):
         "general.name": name,
     }
     if template:
-        m["tokenizer.chat_template"] = (SHARED / template).read_text()
+        m["tokenizer.chat_template"] = (REFERENCE / template).read_text()
     if pre:
         m["tokenizer.ggml.pre"] = pre
     return m

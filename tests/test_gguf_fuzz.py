@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 
 from fixtures.gguf_builders import write_llama, write_phi3
 from llm_phi_gguf.errors import GGUFError
-from llm_phi_gguf.gguf_info import (_SCALAR_TYPES, T_ARRAY, T_BOOL, T_F32, T_STRING, T_U32,
-                                    read_gguf, validate_gguf)
+from llm_phi_gguf.gguf_info import validate_gguf
+from llm_phi_gguf.gguf_reader import _SCALAR_TYPES, T_ARRAY, T_BOOL, T_F32, T_STRING, T_U32, read_gguf
 
 LONG = os.environ.get("PHI_FUZZ_LONG") == "1"
 FUZZ = settings(max_examples=5000 if LONG else 300, deadline=None, derandomize=not LONG,

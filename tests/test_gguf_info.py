@@ -14,8 +14,10 @@ import pytest
 from fixtures.gguf_builders import DROP, TOKENS, V, phi3_metadata, phi3_tensors, write_gguf, \
     write_llama, write_phi3
 from llm_phi_gguf import gguf_info as gi
+from llm_phi_gguf import gguf_reader as gr
 from llm_phi_gguf.errors import GGUFError
-from llm_phi_gguf.gguf_info import GGUFArray, check_loadable, check_phi, read_gguf, validate_gguf
+from llm_phi_gguf.gguf_info import check_loadable, check_phi, validate_gguf
+from llm_phi_gguf.gguf_reader import GGUFArray, read_gguf
 
 
 @pytest.fixture(scope="module")
@@ -87,13 +89,13 @@ def test_matches_gguf_reader(files, which):
 def test_arrays_are_placeholders_unless_asked(files):
     info = read_gguf(files["phi3"])
     tokens = info.metadata["tokenizer.ggml.tokens"]
-    assert tokens == GGUFArray(gi.T_STRING, len(TOKENS))
-    assert info.metadata["tokenizer.ggml.token_type"] == GGUFArray(gi.T_I32, len(TOKENS))
+    assert tokens == GGUFArray(gr.T_STRING, len(TOKENS))
+    assert info.metadata["tokenizer.ggml.token_type"] == GGUFArray(gr.T_I32, len(TOKENS))
     assert info.read_array("tokenizer.ggml.tokens") == TOKENS
     some = read_gguf(files["phi3"], read_arrays={"tokenizer.ggml.scores"})
     assert some.metadata["tokenizer.ggml.scores"] == [0.0] * len(TOKENS)
     assert isinstance(some.metadata["tokenizer.ggml.tokens"], GGUFArray)
-    assert some.array_types["tokenizer.ggml.scores"] == gi.T_F32
+    assert some.array_types["tokenizer.ggml.scores"] == gr.T_F32
 
 
 def test_properties(files, tmp_path):
@@ -117,15 +119,15 @@ def test_properties(files, tmp_path):
                                       (14_659_507_200, "15B"), (29_376, "29K"),
                                       (2_000_000_000_000, "2.0T")])
 def test_rounded_count(n, label):
-    assert gi.rounded_count(n) == label
+    assert gr.rounded_count(n) == label
 
 
 def test_type_tables_agree_with_gguf_py():
     for t, (block, size) in gguf.GGML_QUANT_SIZES.items():
-        assert gi.GGML_TYPES[int(t)] == (t.name, block, size)
+        assert gr.GGML_TYPES[int(t)] == (t.name, block, size)
     for ft in gguf.LlamaFileType:
         if ft.value != 1024:
-            assert gi.FILE_TYPE_NAMES[ft.value] == ft.name.removeprefix("MOSTLY_").removeprefix("ALL_")
+            assert gr.FILE_TYPE_NAMES[ft.value] == ft.name.removeprefix("MOSTLY_").removeprefix("ALL_")
 
 
 # --- container corruptions -----------------------------------------------------------------

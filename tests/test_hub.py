@@ -110,7 +110,7 @@ def test_quantize_and_convert_accept_a_repo_id(hub, checkpoint, tmp_path, llm_cl
 
 def test_quantize_repo_id_outputs_go_to_the_models_folder_named_after_the_repo(hub, checkpoint, llm_cli):
     """Not into the HF cache's commit-hash snapshot folder."""
-    from llm_phi_gguf.hub import models_dir
+    from llm_phi_gguf.store import models_dir
 
     hub.add(repo_from_folder("owner/ck", checkpoint("phi-3-mini-4k", initializer_range=0.02)))
     result = llm_cli("phi", "quantize", "owner/ck", "-q", "Q8_0", "--no-report", "--no-register")

@@ -134,7 +134,7 @@ def test_prompt_longer_than_context_is_one_line(registered, llm_cli):
 
 def test_unknown_option_refused(registered, llm_cli):
     r = llm_cli("-m", registered("phi-4"), "hi", "-o", "gpu_layer", "1")
-    assert r.exit_code != 0
+    assert r.exit_code == 1 and "gpu_layer" in r.output and "Extra inputs are not permitted" in r.output
 
 
 @pytest.mark.parametrize(
@@ -229,7 +229,7 @@ def test_phi3_whitespace_rule_matches_hub_tokenizer(source, hub_style_phi35, lla
     from transformers import AutoTokenizer
 
     from llm_phi_gguf.convert import convert_checkpoint
-    from llm_phi_gguf.gguf_info import read_gguf
+    from llm_phi_gguf.gguf_reader import read_gguf
 
     path = tmp_path / "demo.gguf"
     if source == "ours":

@@ -17,9 +17,7 @@ from llm_phi_gguf.families import BY_KEY, FAMILIES, read_template
 from llm_phi_gguf.ollama_commands import ollama as ollama_group
 from llm_phi_gguf.templates import render
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "reference" / "ollama" / "templates"
-if not SHARED.is_dir():
-    SHARED = Path("/work/shared/reference/ollama/templates")
+SHARED = Path(__file__).resolve().parent / "fixtures" / "ollama"  # vendored: fixtures/reference/SOURCES.md
 
 # family -> the Ollama library model whose template it ships (API.md 9). Phi-3 medium and the
 # 128k variants are tags of library/phi3; -reasoning-plus is a tag of library/phi4-reasoning.

@@ -131,8 +131,18 @@ def test_output_equal_to_source(f16, tmp_path):
 
 def test_several_types_need_an_output_folder(f16, tmp_path):
     assert_one_line_error(invoke(f16, "-q", "Q8_0", "-q", "Q6_K", "-o", tmp_path / "o.gguf"), "must be a folder")
-    assert_one_line_error(invoke(f16, "-q", "Q8_0", "-o", tmp_path / "nowhere"), "does not exist")
-    assert leftovers(tmp_path) == []
+    (tmp_path / "file").write_text("x")
+    assert_one_line_error(invoke(f16, "-q", "Q8_0", "-q", "Q6_K", "-o", tmp_path / "file"),
+                          "is a file, not a folder", "give a folder")
+    assert leftovers(tmp_path) == ["file"]
+
+
+def test_an_output_folder_that_does_not_exist_yet_is_created(f16, tmp_path):
+    out = tmp_path / "new" / "sub"
+    result = invoke(f16, "-q", "Q8_0", "-q", "Q6_K", "-o", out, "--no-register", "--no-report")
+    assert result.exit_code == 0, result.output
+    name = quantize.base_name(f16)
+    assert leftovers(out) == [f"{name}_Q6_K.gguf", f"{name}_Q8_0.gguf"]
 
 
 def test_imatrix_and_calibration_are_exclusive(f16, tmp_path):
@@ -174,7 +184,7 @@ def test_ctrl_c_kills_the_child_and_leaves_no_file(f16, tmp_path, monkeypatch):
 
 
 def test_progress_reports_every_tensor(f16, tmp_path):
-    from llm_phi_gguf.gguf_info import read_gguf
+    from llm_phi_gguf.gguf_reader import read_gguf
 
     seen = []
     quantize.quantize_file(f16, tmp_path / "o.gguf", "Q4_K_M", progress=lambda *event: seen.append(event))
@@ -217,7 +227,7 @@ DEFAULT_TYPES = {"Q4_0": "Q4_0", "Q5_0": "Q5_0", "Q2_K": "Q2_K", "Q3_K_M": "Q3_K
 
 @pytest.mark.parametrize("qtype", list(DEFAULT_TYPES))
 def test_other_file_types(f16, tmp_path, qtype):
-    from llm_phi_gguf.gguf_info import read_gguf
+    from llm_phi_gguf.gguf_reader import read_gguf
 
     result = quantize.quantize_file(f16, tmp_path / "o.gguf", qtype, progress=False)
     assert result.fallbacks == []

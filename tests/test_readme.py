@@ -17,3 +17,14 @@ def test_ci_runs_the_readme_test_command():
     assert "pytest" in tests
     ci_lines = [l.strip() for l in (ROOT / ".ci" / "run").read_text().splitlines()]
     assert tests in ci_lines
+
+
+def test_ci_runs_the_tests_in_a_copy_with_nothing_beside_it():
+    """CI proves the repository stands alone: the README command runs in a copy of the checkout
+    in a new temporary folder (no ../shared there), and a failing command fails the script."""
+    _, tests = readme_commands()
+    lines = [l.strip() for l in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert "set -euo pipefail" in lines
+    copy = next(i for i, l in enumerate(lines) if "mktemp -d" in l)
+    enter = next(i for i, l in enumerate(lines) if l.endswith('&& cd "$copy/llm-phi-gguf"'))
+    assert copy < enter < lines.index(tests) == len(lines) - 1

@@ -133,15 +133,26 @@ class contextlib_suppress:
         return exc[0] is not None and issubclass(exc[0], ProcessLookupError)
 
 
+def wait_until(condition, timeout: float = 30.0) -> bool:
+    """Poll `condition` until it holds or `timeout` seconds pass; whether it held. Tests wait on
+    conditions, never for a fixed time: on a loaded machine any fixed wait is sometimes too short."""
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= end:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def group_gone(pgid: int, wait_s: float = 10.0) -> bool:
-    end = time.monotonic() + wait_s
-    while time.monotonic() < end:
+    def gone() -> bool:
         try:
             os.killpg(pgid, 0)
         except ProcessLookupError:
             return True
-        time.sleep(0.02)
-    return False
+        return False
+
+    return wait_until(gone, wait_s)
 
 
 def registry_ok(user_path: Path) -> dict:
@@ -411,8 +422,12 @@ def test_kill_during_push(tmp_path, user_path):
             assert run.killed or run.rc == 0, run.output
             state_ok()
             mid_push += name not in server.models
-        time.sleep(0.2)  # the server notices the dropped connection and deletes its temporary
-        stale = [p.name for p in server.blobs.iterdir() if p.name.startswith(".upload-")]
+        def upload_temporaries():
+            return [p.name for p in server.blobs.iterdir() if p.name.startswith(".upload-")]
+
+        # the server deletes a killed upload's temporary once it notices the dropped connection
+        wait_until(lambda: not upload_temporaries())
+        stale = upload_temporaries()
         rerun = run_cli(args, env)
         assert rerun.rc == 0, rerun.output
         state_ok()

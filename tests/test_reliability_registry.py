@@ -27,7 +27,10 @@ WORKER = textwrap.dedent("""
     from llm.cli import cli
 
     gguf, role, wid, rounds, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+    deadline = time.monotonic() + 120
     while not __import__("os").path.exists(go):  # start together
+        if time.monotonic() > deadline:
+            sys.exit("the start signal never came")
         time.sleep(0.01)
 
     def llm(*args):

@@ -113,10 +113,15 @@ def test_cli_bad_files_one_line(llm_cli, tmp_path):
     truncated = tmp_path / "t.gguf"
     write_phi3(truncated)
     truncated.write_bytes(truncated.read_bytes()[:200])
-    for path in (truncated, tmp_path / "nope.gguf", write_llama(tmp_path / "l.gguf")):
+    cases = {truncated: "t.gguf: invalid header: claims 8 tensors, more than the 176 bytes left",
+             tmp_path / "nope.gguf": "nope.gguf: no such file",
+             write_llama(tmp_path / "l.gguf"): "l.gguf is a GGUF of architecture 'llama', not a Phi model "
+                                               "(supported: phi2, phi3, phimoe)"}
+    for path, problem in cases.items():
         r = llm_cli("phi", "register", path)
-        assert r.exit_code != 0
-        assert r.output.startswith(("Error:", "Usage:")) and "Traceback" not in r.output
+        assert r.exit_code == 1 and r.output.count("\n") == 1 and r.output.startswith("Error: "), r.output
+        assert problem in r.output
+        assert "register takes a Phi GGUF file; llm phi download or llm phi quantize make one" in r.output
 
 
 def test_stale_temporaries_of_killed_runs_are_removed(tmp_path):

@@ -1,6 +1,6 @@
 """Chat prompts equal what the models' own Hugging Face Jinja templates render.
 
-Oracles: ../shared/reference/chat-templates/cases.json (rendered by transformers' method) and
+Oracles: tests/fixtures/reference/chat-templates/cases.json (rendered by transformers' method) and
 transformers' own render_jinja_template on the same messages.
 """
 
@@ -12,13 +12,13 @@ import pytest
 from llm_phi_gguf import families, templates
 from llm_phi_gguf.errors import TemplateError
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "chat-templates"
-CASES = json.loads((SHARED / "cases.json").read_text())["cases"]
+REFERENCE = Path(__file__).resolve().parent / "fixtures" / "reference" / "chat-templates"
+CASES = json.loads((REFERENCE / "cases.json").read_text())["cases"]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c['template']}:{c['case']}:{c['add_generation_prompt']}")
 def test_reference_cases(case):
-    source = (SHARED / case["template"]).read_text()
+    source = (REFERENCE / case["template"]).read_text()
     out = templates.render(
         source,
         case["messages"],
@@ -59,7 +59,7 @@ def test_family_templates_match_transformers(family, convo):
 
 @pytest.mark.parametrize("family", [f for f in families.FAMILIES if f.key != "phi-2"], ids=lambda f: f.key)
 def test_packaged_templates_are_byte_identical_to_hub(family):
-    assert families.read_template(family) == (SHARED / family.template).read_text()
+    assert families.read_template(family) == (REFERENCE / family.template).read_text()
 
 
 HOSTILE = {

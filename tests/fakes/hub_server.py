@@ -54,6 +54,7 @@ class FakeRepo:
     private: bool = False
     tokens: tuple[str, ...] = ()  # tokens with access (private or gated repos)
     branches: dict[str, str] = field(default_factory=dict)
+    gguf_arch: str | None = None  # what the hub's model info reports as the GGUF architecture
 
     def __post_init__(self):
         digest = hashlib.sha1(self.repo_id.encode())
@@ -179,7 +180,7 @@ def model_info(repo: FakeRepo, blobs: bool) -> dict:
         config = json.loads(repo.files["config.json"])
         info["config"] = {k: config[k] for k in ("architectures", "model_type") if k in config}
     if any(n.endswith(".gguf") for n in repo.files):
-        info["gguf"] = {"total": 0}
+        info["gguf"] = {"total": 0, **({"architecture": repo.gguf_arch} if repo.gguf_arch else {})}
     return info
 
 
