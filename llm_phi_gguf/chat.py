@@ -140,13 +140,16 @@ def _is_result(part) -> bool:
 
 def _content(message, fmt) -> str:
     """Text parts in order, each run of tool calls (in the model's own syntax) where it came."""
-    from llm.parts import ReasoningPart, ToolCallPart
+    from llm.parts import ReasoningPart, TextPart, ToolCallPart
 
     pieces, calls = [], []
     for part in message.parts:
         if isinstance(part, ToolCallPart) and fmt:
-            calls.append((part.name, part.arguments))
-            continue
+            written = tools.written_call(fmt, part.name, part.arguments)
+            if written is None:
+                calls.append((part.name, part.arguments))
+                continue
+            part = TextPart(written)
         if calls:
             pieces.append(tools.call_text(fmt, calls))
             calls = []

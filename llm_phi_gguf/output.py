@@ -49,4 +49,4 @@ def shape(pieces: Iterable[str], response, family: Family, thinking: bool = Fals
             yield rest
         for body in bodies:
             for call in parse_calls(body):
-                response.add_tool_call(to_llm_call(call))
+                response.add_tool_call(to_llm_call(call, body))

@@ -115,15 +115,25 @@ def _short(error: BaseException) -> str:
     return str(error).splitlines()[0][:120] if str(error) else type(error).__name__
 
 
-def to_llm_call(call: ParsedCall):
+MALFORMED = "malformed tool call"
+
+
+def to_llm_call(call: ParsedCall, raw: str = ""):
     """An llm.ToolCall; a malformed call gets a name that cannot match a tool and says why, so
-    llm's chain answers it with 'Error: tool "..." does not exist' naming the problem."""
+    llm's chain answers it with 'Error: tool "..." does not exist' naming the problem. Its
+    arguments keep what the model wrote ({"raw": ...}) so the history can give it back verbatim."""
     import llm
 
     if call.error is None:
         return llm.ToolCall(name=call.name, arguments=call.arguments)
     who = f"{call.name}: " if call.name else ""
-    return llm.ToolCall(name=f"{who}malformed tool call, {call.error}", arguments={})
+    return llm.ToolCall(name=f"{who}{MALFORMED}, {call.error}", arguments={"raw": raw[:MAX_CALL_CHARS]})
+
+
+def written_call(fmt: ToolFormat, name: str, arguments: dict) -> str | None:
+    """A malformed earlier call as the model wrote it (its closing tag, if any, is not kept)."""
+    raw = arguments.get("raw") if isinstance(arguments, dict) else None
+    return fmt.call_open + raw if MALFORMED in name and isinstance(raw, str) else None
 
 
 class CallExtractor:

@@ -19,7 +19,8 @@ Usage::
 
     python scripts/train_toys.py --out tests/fixtures/toys
 
-Deterministic (fixed seeds, deterministic torch, one thread); about a minute per toy on one core.
+Deterministic (fixed seeds, deterministic torch, one thread). The think toy takes seconds; the
+tools toy, which must learn to copy, runs its 1500 steps (minutes on a free core).
 """
 
 from __future__ import annotations

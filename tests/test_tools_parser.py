@@ -92,8 +92,10 @@ def test_several_blocks_and_text_between():
 def test_malformed_calls_name_the_problem(body, name, problem):
     [call] = tools.parse_calls(body)
     assert call.name == name and problem in call.error
-    llm_call = tools.to_llm_call(call)
-    assert llm_call.arguments == {} and problem in llm_call.name and llm_call.name.startswith(name)
+    llm_call = tools.to_llm_call(call, body)
+    assert llm_call.arguments == {"raw": body} and problem in llm_call.name and llm_call.name.startswith(name)
+    # given back in the history as the model wrote it
+    assert tools.written_call(FMT, llm_call.name, llm_call.arguments) == FMT.call_open + body
 
 
 def test_good_calls_before_trailing_garbage_are_kept():
