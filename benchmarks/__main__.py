@@ -3,8 +3,9 @@
     python -m benchmarks            # small sizes: a few minutes on 2 cores
     python -m benchmarks --full     # the sizes the targets are stated for (GB-sized files)
 
-Each script prints its results and appends them to benchmarks/results.jsonl; the recorded
-figures are summarised in benchmarks/RESULTS.md. CI does not run benchmarks.
+Each script prints its results and appends a raw record (every run's figures, machine, load,
+arguments) to benchmarks/results.jsonl; the recorded figures are summarised in
+benchmarks/RESULTS.md. CI does not run benchmarks.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ HERE = Path(__file__).resolve().parent
 # script -> (small-size arguments, full-size arguments)
 RUNS = {
     "startup.py": (["--runs", "7"], ["--runs", "25"]),
-    "generation.py": (["--layers", "1", "--tokens", "64", "--repeats", "2"], ["--layers", "4", "--tokens", "256", "--repeats", "5"]),
-    "quantize.py": (["--layers", "2", "--hidden", "1024", "--ffn", "4096", "--rounds", "2", "--tiny-rounds", "3"], ["--rounds", "5"]),
-    "convert.py": (["--layers", "1"], ["--layers", "6"]),
-    "ollama_push.py": (["--size-mb", "128", "--repeat", "1"], ["--size-mb", "1024", "--repeat", "3"]),
+    "generation.py": (["--layers", "1", "--tokens", "64", "--repeats", "3"], ["--layers", "4", "--tokens", "256", "--repeats", "5"]),
+    "quantize.py": (["--layers", "2", "--hidden", "1024", "--ffn", "4096", "--rounds", "3", "--tiny-rounds", "5"], ["--rounds", "5"]),
+    "convert.py": (["--layers", "1", "--runs", "3"], ["--layers", "6", "--runs", "3"]),
+    "ollama_push.py": (["--size-mb", "128", "--repeat", "3"], ["--size-mb", "1024", "--repeat", "3"]),
 }
 
 

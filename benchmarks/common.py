@@ -1,7 +1,8 @@
 """Shared by the benchmark scripts: machine description and a JSON log of results.
 
-Each script appends its result to benchmarks/results.jsonl (machine, date, versions); the
-figures quoted in benchmarks/RESULTS.md come from there.
+Each script appends one raw record per run to benchmarks/results.jsonl: the script, its
+arguments, machine, load, date, versions, and every individual measurement (not only the
+summary); the figures quoted in benchmarks/RESULTS.md and the README come from there.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -35,6 +37,7 @@ def machine() -> dict:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "cpu": cpu,
         "cores": os.cpu_count(),
+        "load_avg_1min": round(os.getloadavg()[0], 2),
         "python": platform.python_version(),
         "versions": versions,
     }
@@ -47,7 +50,7 @@ def header() -> str:
 
 def record(name: str, result: dict) -> None:
     with open(HERE / "results.jsonl", "a", encoding="utf-8") as f:
-        f.write(json.dumps({"benchmark": name, **machine(), "result": result}) + "\n")
+        f.write(json.dumps({"benchmark": name, "args": sys.argv[1:], **machine(), "result": result}) + "\n")
 
 
 def run(main) -> None:

@@ -6,8 +6,11 @@ On a synthetic Phi-3-mini-shaped checkpoint (benchmarks/synthetic.py, sharded li
 Targets: <= 0.8x llama.cpp's time, <= 0.5x its peak RSS, f16 passthrough <= 1.5x cp.
 
 Each command runs in its own process under /usr/bin/time, page cache dropped where allowed.
+The four commands run --runs times (default 3), interleaved (ours, llama.cpp, ours f16, cp, then
+again), so load on the machine hits every side alike; each figure is the median of its runs,
+reported with the spread (min-max), and every run's figures go to results.jsonl.
 
-    python benchmarks/convert.py [--layers 6] [--llama-cpp DIR] [--keep]
+    python benchmarks/convert.py [--layers 6] [--runs 3] [--llama-cpp DIR] [--keep]
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,11 +60,20 @@ def find_llama_cpp(given: str | None) -> Path:
     raise SystemExit("llama.cpp source not found: pass --llama-cpp or set LLAMA_CPP_DIR (the tests download it into .vendor/)")
 
 
+def summary(runs: list[tuple[float, float]]) -> dict:
+    """Median and min-max spread of (wall s, peak RSS MB) over runs, plus the raw runs."""
+    wall, rss = [r[0] for r in runs], [r[1] for r in runs]
+    return {"wall s median": statistics.median(wall), "wall s min-max": [min(wall), max(wall)],
+            "RSS MB median": round(statistics.median(rss)), "RSS MB min-max": [round(min(rss)), round(max(rss))],
+            "runs (s, MB)": [[w, round(m)] for w, m in runs]}
+
+
 def main() -> dict:
     from synthetic import make
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--layers", type=int, default=6)
+    ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--llama-cpp")
     ap.add_argument("--workdir")
     ap.add_argument("--keep", action="store_true")
@@ -70,22 +83,30 @@ def main() -> dict:
     bf16, f16 = make(work / "bf16", args.layers, "bf16"), make(work / "f16", args.layers, "f16")
     size = sum(p.stat().st_size for p in bf16.glob("*.safetensors"))
     out = work / "out.gguf"
-    ours = timed([sys.executable, "-c", OURS, str(bf16), str(out)])
-    theirs = timed([sys.executable, str(llama_cpp / "convert_hf_to_gguf.py"), str(bf16), "--outfile", str(out), "--outtype", "f16"])
-    ours_f16 = timed([sys.executable, "-c", OURS, str(f16), str(out)])
     copy_dir = work / "copy"
-    copy_dir.mkdir()
-    cp = timed(["cp", *map(str, sorted(f16.glob("*.safetensors"))), str(copy_dir)])
+    copy_dir.mkdir(exist_ok=True)
+    commands = {
+        "ours bf16->f16": [sys.executable, "-c", OURS, str(bf16), str(out)],
+        "llama.cpp bf16->f16": [sys.executable, str(llama_cpp / "convert_hf_to_gguf.py"), str(bf16),
+                                "--outfile", str(out), "--outtype", "f16"],
+        "ours f16->f16": [sys.executable, "-c", OURS, str(f16), str(out)],
+        "cp of the same bytes": ["cp", *map(str, sorted(f16.glob("*.safetensors"))), str(copy_dir)],
+    }
+    runs: dict[str, list] = {name: [] for name in commands}
+    for _ in range(args.runs):  # interleaved: drift and load hit every side alike
+        for name, cmd in commands.items():
+            runs[name].append(timed(cmd))
+    s = {name: summary(r) for name, r in runs.items()}
+    ours, theirs, ours_f16, cp = (s[n] for n in commands)
     result = {
         "checkpoint": f"synthetic Phi-3-mini shape, {args.layers} layers, {size / 1e9:.2f} GB, sharded",
-        "ours bf16->f16 (s, MB)": [ours[0], round(ours[1])],
-        "llama.cpp bf16->f16 (s, MB)": [theirs[0], round(theirs[1])],
-        "time ratio ours/llama.cpp": round(ours[0] / theirs[0], 3),
-        "RSS ratio ours/llama.cpp": round(ours[1] / theirs[1], 3),
+        "runs per side": args.runs,
+        **s,
+        "time ratio ours/llama.cpp (medians)": round(ours["wall s median"] / theirs["wall s median"], 3),
+        "RSS ratio ours/llama.cpp (medians)": round(ours["RSS MB median"] / theirs["RSS MB median"], 3),
+        "time ratio per run": [round(a[0] / b[0], 3) for a, b in zip(runs["ours bf16->f16"], runs["llama.cpp bf16->f16"])],
         "targets": "time <= 0.8, RSS <= 0.5",
-        "ours f16->f16 (s, MB)": [ours_f16[0], round(ours_f16[1])],
-        "cp of the same bytes (s)": cp[0],
-        "ratio ours/cp": round(ours_f16[0] / cp[0], 3) if cp[0] else None,
+        "ratio ours/cp (medians)": round(ours_f16["wall s median"] / cp["wall s median"], 3) if cp["wall s median"] else None,
         "target ours/cp": "<= 1.5",
     }
     if not args.keep:

@@ -3,7 +3,8 @@
 Writes a synthetic Phi-3-mini-shaped GGUF (random f16 weights, fewer layers), quantizes it to
 Q4_K_M with llama.cpp, then for gpu_layers 0 (CPU) and -1 (all layers) loads it with
 llm_phi_gguf.runtime.load_llama and measures: GPU memory taken (nvidia-smi), prompt tokens/s
-and generated tokens/s (greedy). Both runs in one process, on one machine, same file.
+and generated tokens/s (greedy). Both runs in one process, on one machine, same file. The
+result is printed, appended to results.jsonl as a raw record, and written to --out if given.
 
     python benchmarks/gpu_offload.py --layers 8 --out results.json
 """
@@ -14,9 +15,12 @@ import argparse
 import json
 import platform
 import subprocess
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+from common import record
 
 
 def nvidia_smi(query: str) -> str | None:
@@ -94,7 +98,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--layers", type=int, default=8)
-    ap.add_argument("--workdir", default="/tmp/gpu-bench")
+    ap.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "gpu-bench"))
     ap.add_argument("--out")
     args = ap.parse_args()
     work = Path(args.workdir)
@@ -117,6 +121,7 @@ def main() -> None:
                   "write_s": round(write_s, 1), "quantize_s": round(quant_s, 1)},
         "runs": [measure(q4, g, 512, 128) for g in (0, -1)],
     }
+    record("gpu_offload", result)
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

@@ -5,9 +5,13 @@
   to the same server (best of --repeat runs each, alternating), and one full `push`;
 - second push: bytes the server received (must be 0).
 
-The server runs in its own process so it does not share our GIL. Usage:
-    python benchmarks/ollama_push.py --size-mb 1024 [--dir /tmp] [--repeat 2]
+The server is our own fake Ollama (tests/fakes/ollama_server.py, Python, writing blobs to a
+temporary folder), not a real Ollama: the ratio compares two clients against the same server,
+and real Ollama's own speed is not measured. It runs in its own process so it does not share our
+GIL. Usage:
+    python benchmarks/ollama_push.py --size-mb 1024 [--dir DIR] [--repeat 2]
 Target (issue 6): upload throughput >= 0.9x the plain httpx upload; second push sends 0 bytes.
+Every run's times go to results.jsonl.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import argparse
 import hashlib
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,8 +32,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import httpx  # noqa: E402
 
+from common import record, run  # noqa: E402
 from fixtures.gguf_builders import write_phi3  # noqa: E402
-from llm_phi_gguf import ollama  # noqa: E402
+from llm_phi_gguf import ollama, ollama_client  # noqa: E402
+from llm_phi_gguf.ollama_digests import sha256_file  # noqa: E402
 
 
 def make_gguf(path: Path, size: int) -> Path:
@@ -70,7 +77,7 @@ def plain_upload(url: str, path: Path, digest: str) -> None:
     assert response.status_code == 201, response.text
 
 
-def main() -> None:
+def main() -> dict:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size-mb", type=int, default=1024)
     parser.add_argument("--dir", default=None)
@@ -85,31 +92,41 @@ def main() -> None:
         gguf = make_gguf(work / "model.gguf", size)
         t_read = min(timed(lambda: plain_read(gguf)) for _ in range(2))
         digest_box = []
-        t_hash = min(timed(lambda: digest_box.append(ollama.sha256_file(gguf, progress=False))) for _ in range(2))
+        t_hash = min(timed(lambda: digest_box.append(sha256_file(gguf, progress=False))) for _ in range(2))
         digest = digest_box[0]
         t_stdlib = timed(lambda: hashlib.file_digest(open(gguf, "rb"), "sha256"))
         proc, url = start_server(work / "server")
         plain, ours = [], []
-        with ollama.client(url) as cl:
+        with ollama_client.client(url) as cl:
             for _ in range(args.repeat):
                 clear_blobs(work / "server")
                 plain.append(timed(lambda: plain_upload(url, gguf, digest)))
                 clear_blobs(work / "server")
-                ours.append(timed(lambda: ollama.upload_blob(cl, gguf, digest, progress=False)))
+                ours.append(timed(lambda: ollama_client.upload_blob(cl, gguf, digest, progress=False)))
             clear_blobs(work / "server")
         t_push = timed(lambda: ollama.push(str(gguf), "bench:1", host=url, echo=lambda s: None, progress=False))
         second = ollama.push(str(gguf), "bench:1", host=url, echo=lambda s: None, progress=False)
         mb = size / 2**20
-        print("=== benchmarks/ollama_push.py results ===")
-        print(f"file size                : {mb:.0f} MiB")
-        print(f"plain read (4 MiB)       : {mb / t_read:8.0f} MiB/s")
-        print(f"sha256_file              : {mb / t_hash:8.0f} MiB/s ({t_read / t_hash:.2f}x plain read)")
-        print(f"hashlib.file_digest      : {mb / t_stdlib:8.0f} MiB/s (stdlib baseline)")
-        print(f"plain httpx upload (best): {mb / min(plain):8.0f} MiB/s  runs: {', '.join(f'{t:.2f}s' for t in plain)}")
-        print(f"upload_blob (best)       : {mb / min(ours):8.0f} MiB/s  runs: {', '.join(f'{t:.2f}s' for t in ours)}")
-        print(f"upload ratio ours/plain  : {min(plain) / min(ours):.2f}x (target >= 0.90)")
-        print(f"full first push          : {mb / t_push:8.0f} MiB/s end to end ({t_push:.2f}s: hash, HEAD, upload, create, show)")
-        print(f"second push bytes sent   : {second.bytes_sent}")
+        result = {
+            "server": "our fake Ollama (tests/fakes/ollama_server.py), own process, 127.0.0.1",
+            "file size (MiB)": round(mb),
+            "plain read, best of 2 (MiB/s)": round(mb / t_read),
+            "sha256_file, best of 2 (MiB/s)": round(mb / t_hash),
+            "hashlib.file_digest (MiB/s)": round(mb / t_stdlib),
+            "upload rounds (alternating)": args.repeat,
+            "plain httpx upload (s, per round)": [round(t, 3) for t in plain],
+            "upload_blob (s, per round)": [round(t, 3) for t in ours],
+            "plain httpx upload, best (MiB/s)": round(mb / min(plain)),
+            "upload_blob, best (MiB/s)": round(mb / min(ours)),
+            "upload ratio ours/plain (best)": round(min(plain) / min(ours), 3),
+            "upload ratio ours/plain (median)": round(statistics.median(plain) / statistics.median(ours), 3),
+            "target ratio": ">= 0.90",
+            "full first push (s: hash, HEAD, upload, create, show)": round(t_push, 3),
+            "full first push (MiB/s end to end)": round(mb / t_push),
+            "second push blob bytes sent": second.bytes_sent,
+        }
+        record("ollama_push", result)
+        return result
     finally:
         if proc:
             proc.stdin.close()
@@ -118,4 +135,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

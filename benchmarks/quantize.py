@@ -1,34 +1,44 @@
 #!/usr/bin/env python
-"""Benchmark: `llm phi quantize GGUF -q Q4_K_M --no-report` vs a direct llama_model_quantize call.
+"""Benchmark: the `llm phi quantize GGUF -q Q4_K_M --no-report` command vs a direct
+`llama_model_quantize` call, each as a whole process, as a user would run them.
 
-Both quantize the same f16 GGUF in the same run, interleaved (direct, ours, direct, ours ...), so
-machine load affects both alike. "Ours" is the whole command (click parsing, validation, the child
-process, its llama_cpp import, registration); "direct" is only the C call, in this process, with
-llama_cpp already imported and llama.cpp's default params (nthread 0 = all cores). Target: ours
-<= 1.03 x direct. The quality report's cost (f16 + Q4_K_M over the built-in evaluation text) is
-measured separately.
+"Ours" is the `llm` console script in its own process (start-up, plugin loading, click parsing,
+validation, the quantizer child process, registration); "direct" is `python -c` importing
+llama_cpp and making the one C call with llama.cpp's default params (nthread 0 = all cores),
+also in its own process. Both are timed from the parent, wall clock, from spawn to exit, on the
+same f16 GGUF, interleaved (direct, ours, direct, ours ...) so machine load hits both alike.
+Target: ours <= 1.03 x direct. The fixed cost of our command (what it adds whatever the model
+size) is the median of (ours - direct) over rounds on a tiny model. The quality report's cost
+(f16 + Q4_K_M over the built-in evaluation text, in this process) is measured separately.
 
     python benchmarks/quantize.py [--layers 4 --hidden 2048 --ffn 8192 --rounds 3 --workdir DIR]
 
 The model is a random-weight Phi-3 checkpoint (tests/fixtures/checkpoints.py) converted by our
-converter; it is cached in the work dir between runs.
+converter; it is cached in the work dir between runs. Raw per-round times go to results.jsonl.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
-import datetime
 import os
-import platform
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from common import record, run
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
+LLM = shutil.which("llm") or str(Path(sys.executable).with_name("llm"))
+DIRECT = """import ctypes, sys, llama_cpp
+params = llama_cpp.llama_model_quantize_default_params()
+params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M
+sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), ctypes.byref(params)))
+"""
 
 
 def build_model(workdir: Path, layers: int, hidden: int, ffn: int) -> Path:
@@ -45,28 +55,37 @@ def build_model(workdir: Path, layers: int, hidden: int, ffn: int) -> Path:
     return convert_checkpoint(folder, out, outtype="f16", progress=False)
 
 
-def direct(src: Path, dst: Path) -> float:
-    import llama_cpp
-
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M
+def timed_process(cmd: list[str]) -> float:
+    """Wall seconds from spawn to exit of one command; it must succeed."""
     start = time.perf_counter()
-    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    proc = subprocess.run(cmd, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
-    assert rc == 0, "direct llama_model_quantize failed"
+    if proc.returncode != 0:
+        raise SystemExit(f"{cmd[:4]} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
     return elapsed
+
+
+def direct(src: Path, dst: Path) -> float:
+    return timed_process([sys.executable, "-c", DIRECT, str(src), str(dst)])
 
 
 def ours(src: Path, dst: Path) -> float:
-    from click.testing import CliRunner
+    return timed_process([LLM, "phi", "quantize", str(src), "-q", "Q4_K_M", "--no-report", "-o", str(dst), "--force"])
 
-    from llm_phi_gguf.cli import phi
 
-    start = time.perf_counter()
-    result = CliRunner().invoke(phi, ["quantize", str(src), "-q", "Q4_K_M", "--no-report", "-o", str(dst), "--force"])
-    elapsed = time.perf_counter() - start
-    assert result.exit_code == 0, result.output
-    return elapsed
+def startup_only() -> float:
+    """The same console script doing no work: llm's start-up, plugin loading, click."""
+    return timed_process([LLM, "phi", "quantize", "--help"])
+
+
+def interleaved(src: Path, workdir: Path, rounds: int, tag: str, startup: bool = False) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {"direct": [], "ours": [], "startup": []}
+    for _ in range(rounds):
+        times["direct"].append(direct(src, workdir / f"{tag}_direct_Q4_K_M.gguf"))
+        times["ours"].append(ours(src, workdir / f"{tag}_ours_Q4_K_M.gguf"))
+        if startup:
+            times["startup"].append(startup_only())
+    return times
 
 
 def quality_cost(src: Path, q4: Path) -> tuple[float, str]:
@@ -77,28 +96,7 @@ def quality_cost(src: Path, q4: Path) -> tuple[float, str]:
     return time.perf_counter() - start, quality.format_table(report)
 
 
-def silence_llama_log() -> None:
-    import llama_cpp
-
-    @llama_cpp.llama_log_callback
-    def quiet(level, text, user_data):
-        pass
-
-    silence_llama_log.keep = quiet  # the C side keeps the pointer
-    llama_cpp.llama_log_set(quiet, None)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def main() -> None:
+def main() -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--hidden", type=int, default=2048)
@@ -109,57 +107,42 @@ def main() -> None:
     args = ap.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     os.environ["LLM_USER_PATH"] = str(args.workdir / "llm-user")  # registration goes to a scratch registry
+    os.environ["LLM_LOAD_PLUGINS"] = "llm-phi-gguf"
 
     src = build_model(args.workdir, args.layers, args.hidden, args.ffn)
-    silence_llama_log()
-    times: dict[str, list[float]] = {"direct": [], "ours": []}
-    for _ in range(args.rounds):
-        times["direct"].append(direct(src, args.workdir / "direct_Q4_K_M.gguf"))
-        times["ours"].append(ours(src, args.workdir / "ours_Q4_K_M.gguf"))
-    same = (args.workdir / "direct_Q4_K_M.gguf").read_bytes() == (args.workdir / "ours_Q4_K_M.gguf").read_bytes()
-    overhead = fixed_overhead(args)
-    q_seconds, table = quality_cost(src, args.workdir / "ours_Q4_K_M.gguf")
-    report(args, src, times, same, overhead, q_seconds, table)
-
-
-def fixed_overhead(args) -> float:
-    """Median (ours - direct) on a tiny model, where the C call takes ~0.1 s: what we add, minus load noise."""
-    tiny = build_model(args.workdir, 2, 256, 512)
-    diffs = []
-    for _ in range(args.tiny_rounds):
-        d = direct(tiny, args.workdir / "tiny_direct.gguf")
-        diffs.append(ours(tiny, args.workdir / "tiny_ours.gguf") - d)
-    return statistics.median(diffs)
-
-
-def report(args, src: Path, times: dict, same: bool, overhead: float, q_seconds: float, table: str) -> None:
-    import importlib.metadata
-
-    from llm_phi_gguf.gguf_reader import read_gguf
-
-    med = {k: statistics.median(v) for k, v in times.items()}
-    best = {k: min(v) for k, v in times.items()}
-    ratio_med, ratio_best = med["ours"] / med["direct"], best["ours"] / best["direct"]
-    print("=" * 72)
-    print("benchmarks/quantize.py results")
-    print(f"date:     {datetime.datetime.now().isoformat(timespec='seconds')}")
-    print(f"machine:  {cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
-          f"load avg {os.getloadavg()[0]:.1f} at end")
-    print(f"software: python {platform.python_version()}, llama-cpp-python "
-          f"{importlib.metadata.version('llama_cpp_python')}")
-    print(f"model:    {src.name}: {read_gguf(src).n_params / 1e6:.0f}M params, {src.stat().st_size / 1e6:.0f} MB f16")
-    print(f"rounds:   {args.rounds}, interleaved; threads: all cores for both")
-    for k in ("direct", "ours"):
-        print(f"{k:8}  " + "  ".join(f"{t:6.2f}s" for t in times[k]) + f"   median {med[k]:.2f}s  best {best[k]:.2f}s")
-    verdict = "PASS" if ratio_med <= 1.03 else "FAIL"
-    print(f"ratio ours/direct: median {ratio_med:.3f}, best {ratio_best:.3f}  (target <= 1.03: {verdict})")
-    print(f"fixed overhead (median of {args.tiny_rounds} tiny-model rounds, ours - direct): {overhead * 1000:.0f} ms"
-          f" = {overhead / med['direct']:.2%} of this model's direct median")
-    print(f"outputs byte-identical: {same}")
-    print(f"quality report (f16 + Q4_K_M, built-in eval text): {q_seconds:.1f}s")
+    times = interleaved(src, args.workdir, args.rounds, "model")
+    same = (args.workdir / "model_direct_Q4_K_M.gguf").read_bytes() == (args.workdir / "model_ours_Q4_K_M.gguf").read_bytes()
+    tiny_src = build_model(args.workdir, 2, 256, 512)
+    tiny = interleaved(tiny_src, args.workdir, args.tiny_rounds, "tiny", startup=True)
+    overhead = [o - d for d, o in zip(tiny["direct"], tiny["ours"])]
+    q_seconds, table = quality_cost(src, args.workdir / "model_ours_Q4_K_M.gguf")
     print(table)
-    print("=" * 72)
+    med = {k: statistics.median(v) for k, v in times.items() if v}
+    result = {
+        "model": f"{src.name}, {src.stat().st_size / 1e6:.0f} MB f16",
+        "measured": "each side a whole process timed from spawn to exit, interleaved",
+        "rounds": args.rounds,
+        "direct process (s, per round)": [round(t, 3) for t in times["direct"]],
+        "llm phi quantize process (s, per round)": [round(t, 3) for t in times["ours"]],
+        "direct median (s)": round(med["direct"], 3),
+        "ours median (s)": round(med["ours"], 3),
+        "ratio ours/direct (medians)": round(med["ours"] / med["direct"], 3),
+        "target ratio": "<= 1.03",
+        "outputs byte-identical": same,
+        "tiny model": f"{tiny_src.name}, {tiny_src.stat().st_size / 1e6:.1f} MB f16",
+        "tiny rounds": args.tiny_rounds,
+        "tiny direct process (s, per round)": [round(t, 3) for t in tiny["direct"]],
+        "tiny llm phi quantize process (s, per round)": [round(t, 3) for t in tiny["ours"]],
+        "fixed overhead ours-direct (ms, per round)": [round(d * 1000) for d in overhead],
+        "fixed overhead (ms, median)": round(statistics.median(overhead) * 1000),
+        "llm phi quantize --help process (s, per round)": [round(t, 3) for t in tiny["startup"]],
+        "start-up alone: llm phi quantize --help process (ms, median)": round(statistics.median(tiny["startup"]) * 1000),
+        "quality report f16 + Q4_K_M, in-process (s)": round(q_seconds, 1),
+        "load average at end": round(os.getloadavg()[0], 1),
+    }
+    record("quantize", result)
+    return result
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -17,15 +17,18 @@ import time
 from common import record, run
 
 
-def time_command(cmd: list[str], env: dict, runs: int) -> float:
-    """Median wall time in ms (after one warm-up run)."""
-    subprocess.run(cmd, env=env, capture_output=True, check=True)
-    samples = []
-    for _ in range(runs):
-        t = time.perf_counter()
+def interleaved(commands: dict[str, tuple[list[str], dict]], runs: int) -> dict[str, list[float]]:
+    """Wall ms of each command per run, the commands alternating (after one warm-up run each),
+    so load on the machine hits them alike."""
+    for cmd, env in commands.values():
         subprocess.run(cmd, env=env, capture_output=True, check=True)
-        samples.append((time.perf_counter() - t) * 1000)
-    return statistics.median(samples)
+    samples: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(runs):
+        for name, (cmd, env) in commands.items():
+            t = time.perf_counter()
+            subprocess.run(cmd, env=env, capture_output=True, check=True)
+            samples[name].append(round((time.perf_counter() - t) * 1000, 1))
+    return samples
 
 
 def main() -> dict:
@@ -34,18 +37,20 @@ def main() -> dict:
     args, _ = ap.parse_known_args()
     llm_bin = shutil.which("llm") or sys.exit("llm is not on PATH")
     base = dict(os.environ)
-    without = time_command([llm_bin, "--help"], {**base, "LLM_LOAD_PLUGINS": ""}, args.runs)
-    with_plugin = time_command([llm_bin, "--help"], {**base, "LLM_LOAD_PLUGINS": "llm-phi-gguf"}, args.runs)
     py = sys.executable
-    import_llm = time_command([py, "-c", "import llm"], base, args.runs)
-    import_both = time_command([py, "-c", "import llm, llm_phi_gguf"], base, args.runs)
+    samples = interleaved({
+        "llm --help without plugin": ([llm_bin, "--help"], {**base, "LLM_LOAD_PLUGINS": ""}),
+        "llm --help with llm-phi-gguf": ([llm_bin, "--help"], {**base, "LLM_LOAD_PLUGINS": "llm-phi-gguf"}),
+        "import llm": ([py, "-c", "import llm"], base),
+        "import llm + llm_phi_gguf": ([py, "-c", "import llm, llm_phi_gguf"], base),
+    }, args.runs)
+    med = {name: statistics.median(s) for name, s in samples.items()}
     result = {
-        "llm --help without plugin (ms, median)": round(without, 1),
-        "llm --help with llm-phi-gguf (ms, median)": round(with_plugin, 1),
-        "added by the plugin (ms)": round(with_plugin - without, 1),
+        "runs (interleaved)": args.runs,
+        **{f"{name} (ms, median)": round(m, 1) for name, m in med.items()},
+        "added by the plugin (ms)": round(med["llm --help with llm-phi-gguf"] - med["llm --help without plugin"], 1),
         "target (ms)": "<= 30",
-        "import llm (ms)": round(import_llm, 1),
-        "import llm + llm_phi_gguf (ms)": round(import_both, 1),
+        "per run (ms)": samples,
     }
     record("startup", result)
     return result

@@ -238,4 +238,8 @@ from .ollama_commands import ollama  # noqa: E402
 
 register_hub_commands(phi)
 
+from .publish_commands import register_publish_commands  # noqa: E402
+
+register_publish_commands(phi)
+
 phi.add_command(ollama)

@@ -97,22 +97,28 @@ ERRORS = (
 )
 
 
-def _message(e: BaseException, ctx: dict) -> tuple[str, str] | None:
-    names = {cls.__name__ for cls in type(e).__mro__}
-    for name, message, hint in ERRORS:
-        if name not in names:
-            continue
-        if name == "LocalEntryNotFoundError":
-            message, hint = OFFLINE_MISSING if ctx["offline"] else UNREACHABLE
-        status = getattr(getattr(e, "response", None), "status_code", "?")
-        text = message(e, ctx) if callable(message) else message.format(status=status, **ctx)
-        return text, hint.format(**ctx)
+def _message(e: BaseException, ctx: dict, table=ERRORS) -> tuple[str, str] | None:
+    """(message, next step) of the first row of `table` that names a class of e (or of what caused it:
+    huggingface_hub wraps a failed upload in a RuntimeError). Message and hint are format strings
+    or callables(e, ctx)."""
+    while e is not None:
+        names = {cls.__name__ for cls in type(e).__mro__}
+        for name, message, hint in table:
+            if name not in names:
+                continue
+            if name == "LocalEntryNotFoundError":
+                message, hint = OFFLINE_MISSING if ctx["offline"] else UNREACHABLE
+            status = getattr(getattr(e, "response", None), "status_code", "?")
+            text = message(e, ctx) if callable(message) else message.format(status=status, **ctx)
+            return text, hint(e, ctx) if callable(hint) else hint.format(**ctx)
+        e = e.__cause__
     return None
 
 
 @contextlib.contextmanager
-def hub_errors(hub: Hub, repo: str, revision: str, no_repo: str = "No repo"):
-    """Turn huggingface_hub's (and its HTTP client's) errors into one HubError line with a next step."""
+def hub_errors(hub: Hub, repo: str, revision: str, no_repo: str = "No repo", table=ERRORS):
+    """Turn huggingface_hub's (and its HTTP client's) errors into one HubError line with a next step,
+    worded by `table` (downloads by default; publish.py has its own rows)."""
     ctx = dict(repo=repo, revision=revision, endpoint=hub.endpoint, cache=hub.cache_dir, offline=hub.offline,
                no_repo=no_repo)
     try:
@@ -120,7 +126,7 @@ def hub_errors(hub: Hub, repo: str, revision: str, no_repo: str = "No repo"):
     except PhiError:
         raise
     except Exception as e:
-        found = _message(e, ctx)
+        found = _message(e, ctx, table)
         if found is None:
             if isinstance(e, OSError) and e.errno == 28:  # ENOSPC in the middle of a download
                 raise HubError(f"Disk full while downloading {repo} into {hub.cache_dir}",

@@ -1,6 +1,6 @@
 """`llm phi ollama ...`: write Modelfiles, push models to an Ollama server, list what is there.
 
-The work is done by llm_phi_gguf.ollama; this module only maps options to calls and turns
+The work is done by llm_phi_gguf.ollama and ollama_modelfile; this module only maps options to calls and turns
 PhiError into click.ClickException (one line, exit status 1) with errors.one_line_errors."""
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ def ollama():
 @one_line_errors
 def modelfile(model, output, force, system, parameters):
     """Print a complete Modelfile for MODEL (an alias or a GGUF path)."""
-    from . import ollama as api
     from .files import atomic_output, check_output_path
+    from .ollama_modelfile import build_export, modelfile_text
 
-    text = api.modelfile_text(api.build_export(model, system, parameters))
+    text = modelfile_text(build_export(model, system, parameters))
     if output is None:
         click.echo(text, nl=False)
         return
@@ -51,12 +51,16 @@ def modelfile(model, output, force, system, parameters):
 @_system
 @_params
 @click.option("--verify/--no-verify", default=False, help="Run a one-token generate after creating")
+@click.option("--embed-template", is_flag=True,
+              help="If the GGUF has no chat template, push a copy (written next to it) that carries the family's")
+@click.option("--force", is_flag=True, help="Replace a model of that name that this push did not create")
 @one_line_errors
-def push(model, name, host, system, parameters, verify):
+def push(model, name, host, system, parameters, verify, embed_template, force):
     """Upload MODEL to an Ollama server and create NAME from it."""
     from . import ollama as api
 
-    result = api.push(model, name, host, system, parameters, verify, echo=click.echo)
+    result = api.push(model, name, host, system, parameters, verify, echo=click.echo,
+                      embed_template=embed_template, force=force)
     for note in result.notes:
         click.echo(f"Note: {note}")
     click.echo(f"Created {result.name} ({result.bytes_sent} bytes uploaded); run: ollama run {result.name}")
@@ -66,7 +70,7 @@ def push(model, name, host, system, parameters, verify):
 @_host
 @one_line_errors
 def list_(host):
-    """Show which registered models exist on the Ollama server (matched by digest)."""
+    """Show which registered models exist on the Ollama server (by digest, or by what we pushed)."""
     from . import ollama as api
 
     rows = api.registered_on_server(host)

@@ -8,9 +8,12 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from fakes.ollama_server import FakeOllama, Fault
-from fixtures.gguf_builders import write_phi3
-from llm_phi_gguf import ollama, store
+from fakes.ollama_server import FakeOllama, Fault, NotOllama
+from fixtures.gguf_builders import DROP, write_phi3
+from llm_phi_gguf import ollama_client as client_api, store
+from llm_phi_gguf.errors import OllamaError
+from llm_phi_gguf.ollama_digests import cached_digest, sha256_file
+from llm_phi_gguf.ollama_modelfile import family_modelfile
 from llm_phi_gguf.families import BY_KEY, read_template
 from llm_phi_gguf.ollama_commands import ollama as ollama_group
 
@@ -48,8 +51,8 @@ def test_push_uploads_once_then_sends_nothing(server, gguf):
     assert "parsing GGUF" in first.output and "success" in first.output
     assert "Created phi:test" in first.output
     model = server.models["phi:test"]
-    assert model["template"] == ollama.family_modelfile("phi-3").template
-    assert model["params"]["stop"] == ollama.family_modelfile("phi-3").parameters["stop"]
+    assert model["template"] == family_modelfile("phi-3").template
+    assert model["params"]["stop"] == family_modelfile("phi-3").parameters["stop"]
     assert model["params"]["num_ctx"] == 2048 and type(model["params"]["num_ctx"]) is int
     assert model["params"]["temperature"] == 0.25
     assert model_blob_ok(server, "phi:test", gguf)
@@ -66,7 +69,7 @@ def test_push_an_alias_uses_the_registry(server, gguf):
     # the registry's family wins over detection: this file alone would be detected as phi-3
     assert push(server, "mini", name="user/mini:q4").exit_code == 0
     assert server.models["user/mini:q4"]["params"]["num_ctx"] == 12288
-    assert server.models["user/mini:q4"]["template"] == ollama.family_modelfile("phi-4-mini").template
+    assert server.models["user/mini:q4"]["template"] == family_modelfile("phi-4-mini").template
     result = CliRunner().invoke(ollama_group, ["list", "--host", server.url])
     assert result.exit_code == 0, result.output
     assert result.output.startswith("mini\t") and "user/mini:q4" in result.output
@@ -90,11 +93,11 @@ def test_a_slow_server_outlasts_httpx_default_timeout(server, gguf):
 
 
 def test_persistent_failure_is_one_line_and_creates_nothing(server, gguf):
-    server.upload_faults = [Fault("500", after=1 << 20)] * ollama.UPLOAD_ATTEMPTS
+    server.upload_faults = [Fault("500", after=1 << 20)] * client_api.UPLOAD_ATTEMPTS
     result = push(server, gguf)
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [result.output.strip()]
-    assert f"failed after {ollama.UPLOAD_ATTEMPTS} attempts" in result.output and "HTTP 500" in result.output
+    assert f"failed after {client_api.UPLOAD_ATTEMPTS} attempts" in result.output and "HTTP 500" in result.output
     assert server.models == {} and server.requests("POST", "/api/create") == []
     assert [p for p in server.blobs.iterdir()] == []  # no partial blob was kept
 
@@ -108,15 +111,15 @@ def test_an_error_inside_the_create_stream_is_one_line(server, gguf):
 
 
 def test_errors_before_the_stream_come_back_with_the_server_message(server):
-    with ollama.client(server.url) as cl:
-        with pytest.raises(ollama.OllamaError, match="HTTP 400: neither 'from' or 'files' was specified"):
-            ollama.create_model(cl, {"model": "x", "stream": True})
-        with pytest.raises(ollama.OllamaError, match="HTTP 400: invalid model name"):
-            ollama.create_model(cl, {"model": "bad name", "files": {"m.gguf": "sha256:" + "0" * 64}})
-        with pytest.raises(ollama.OllamaError, match="HTTP 400: file path must be relative"):
-            ollama.create_model(cl, {"model": "x", "files": {"/m.gguf": "sha256:" + "0" * 64}})
-        with pytest.raises(ollama.OllamaError, match="no such file or directory"):
-            ollama.create_model(cl, {"model": "x", "files": {"m.gguf": "sha256:" + "0" * 64}})
+    with client_api.client(server.url) as cl:
+        with pytest.raises(OllamaError, match="HTTP 400: neither 'from' or 'files' was specified"):
+            client_api.create_model(cl, {"model": "x", "stream": True})
+        with pytest.raises(OllamaError, match="HTTP 400: invalid model name"):
+            client_api.create_model(cl, {"model": "bad name", "files": {"m.gguf": "sha256:" + "0" * 64}})
+        with pytest.raises(OllamaError, match="HTTP 400: file path must be relative"):
+            client_api.create_model(cl, {"model": "x", "files": {"/m.gguf": "sha256:" + "0" * 64}})
+        with pytest.raises(OllamaError, match="no such file or directory"):
+            client_api.create_model(cl, {"model": "x", "files": {"m.gguf": "sha256:" + "0" * 64}})
 
 
 def test_old_server_gets_the_modelfile_form(server, gguf):
@@ -126,18 +129,32 @@ def test_old_server_gets_the_modelfile_form(server, gguf):
     create = server.requests("POST", "/api/create")
     assert len(create) == 1
     model = server.models["phi:test"]
-    assert model["template"] == ollama.family_modelfile("phi-3").template
+    assert model["template"] == family_modelfile("phi-3").template
     assert model["system"] == 'Say "hi"\nfirst.'
     assert model["params"]["seed"] == 7 and model["params"]["stop"][0] == "<|end|>"
     assert model_blob_ok(server, "phi:test", gguf)
 
 
-def test_native_template_on_new_servers_is_a_note_not_an_error(server, tmp_path):
-    # The GGUF's Phi-4-mini-reasoning template mentions tools, the library Go template does
-    # not use .Tools: Ollama >= 0.30 then shows and uses the Jinja template (API.md 7.4).
+def test_our_templates_keep_their_place_on_new_servers(server, tmp_path):
+    # The GGUF's Phi-4-mini-reasoning template mentions tools; ours uses .Tools and .Thinking,
+    # so Ollama >= 0.30 has no reason to prefer the Jinja one (API.md 7.4) and keeps ours.
     family = BY_KEY["phi-4-mini-reasoning"]
     path = write_phi3(tmp_path / "r.gguf", **{"tokenizer.chat_template": read_template(family)})
     store.add(store.ModelEntry(alias="r", path=str(path), family=family.key, n_ctx=4096))
+    server.version = "0.30.2"
+    result = push(server, "r", name="p4")
+    assert result.exit_code == 0, result.output
+    assert "own chat template" not in result.output
+    shown = httpx.post(f"{server.url}/api/show", json={"model": "p4"}).json()
+    assert shown["template"] == family_modelfile(family.key).template
+    assert shown["capabilities"] == ["completion", "tools", "thinking"]
+
+
+def test_native_template_on_new_servers_is_a_note_not_an_error(server, tmp_path):
+    # A GGUF whose Jinja template advertises tools, pushed as a family whose template has none:
+    # Ollama >= 0.30 shows and uses the Jinja template (API.md 7.4); we say so.
+    path = write_phi3(tmp_path / "r.gguf", **{"tokenizer.chat_template": read_template(BY_KEY["phi-4-mini"])})
+    store.add(store.ModelEntry(alias="r", path=str(path), family="phi-3", n_ctx=4096))
     server.version = "0.30.2"
     result = push(server, "r", name="p4")
     assert result.exit_code == 0, result.output
@@ -158,7 +175,7 @@ def test_invalid_names_are_refused_before_anything_is_sent(server, gguf, name):
     ("_x/Y-1:2.0", "_x/Y-1:2.0"),
 ])
 def test_valid_names(name, display):
-    assert ollama.display_name(name) == display
+    assert client_api.display_name(name) == display
 
 
 @pytest.mark.parametrize("value, url", [  # API.md 1.1
@@ -171,7 +188,7 @@ def test_valid_names(name, display):
     (":abc", "http://:11434"), ('"0.0.0.0"', "http://0.0.0.0:11434"),
 ])
 def test_ollama_host_forms(value, url):
-    assert ollama.parse_host(value) == url
+    assert client_api.parse_host(value) == url
 
 
 def test_ollama_host_env_is_used_and_host_option_wins(server, gguf, monkeypatch):
@@ -188,13 +205,13 @@ def test_ollama_host_env_is_used_and_host_option_wins(server, gguf, monkeypatch)
 
 def test_wrongly_typed_parameters_break_generate_so_we_never_send_them(server, gguf):
     """What API.md 5 warns about, shown on the fake: create stores anything, generate fails."""
-    digest = ollama.sha256_file(gguf, progress=False)
-    with ollama.client(server.url) as cl:
-        ollama.upload_blob(cl, gguf, digest, progress=False)
-        ollama.create_model(cl, {"model": "bad", "files": {"m.gguf": digest},
+    digest = sha256_file(gguf, progress=False)
+    with client_api.client(server.url) as cl:
+        client_api.upload_blob(cl, gguf, digest, progress=False)
+        client_api.create_model(cl, {"model": "bad", "files": {"m.gguf": digest},
                                  "parameters": {"stop": "<|end|>", "num_ctx": "4096"}})
-        with pytest.raises(ollama.OllamaError, match='HTTP 500: option "(stop|num_ctx)" must be of type'):
-            ollama.generate_one(cl, "bad")
+        with pytest.raises(OllamaError, match='HTTP 500: option "(stop|num_ctx)" must be of type'):
+            client_api.generate_one(cl, "bad")
 
 
 def test_fake_follows_the_blob_and_router_facts(server):
@@ -230,7 +247,7 @@ def test_a_hub_cached_gguf_is_pushed_by_its_blob_name_digest(server, gguf, tmp_p
     result = push(server, path)
     assert result.exit_code == 0, result.output
     assert model_blob_ok(server, "phi:test", gguf)
-    assert ollama.cached_digest(path) == "sha256:" + hashlib.sha256(gguf.read_bytes()).hexdigest()
+    assert cached_digest(path) == "sha256:" + hashlib.sha256(gguf.read_bytes()).hexdigest()
 
 
 def test_a_blob_named_with_a_wrong_digest_is_caught_by_the_server(server, gguf, tmp_path):
@@ -238,3 +255,93 @@ def test_a_blob_named_with_a_wrong_digest_is_caught_by_the_server(server, gguf, 
     result = push(server, path)
     assert result.exit_code == 1 and result.output.count("\n") <= 2
     assert "phi:test" not in server.models
+
+
+# ---------------------------------------------------------------- bad input, one line each
+
+
+def one_line(result) -> str:
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+def test_a_split_gguf_is_refused_before_anything_is_sent(server, tmp_path):
+    part = write_phi3(tmp_path / "phi-Q4_K_M-00001-of-00003.gguf", **{"split.count": 3})
+    line = one_line(push(server, part))
+    assert "is one part of a GGUF split into 3 files" in line
+    assert "llama-gguf-split --merge phi-Q4_K_M-00001-of-00003.gguf merged.gguf" in line
+    assert server.log == []
+    second = write_phi3(tmp_path / "x.gguf", **{"split.count": 2})  # split by metadata only
+    assert "split into 2 files" in one_line(push(server, second))
+
+
+@pytest.mark.parametrize("kind, says", [
+    ("html", "GET /api/version answered text/html"),
+    ("404", "GET /api/version answered HTTP 404: 404 page not found"),
+    ("garbage", "GET /api/version answered application/json"),
+])
+@pytest.mark.parametrize("command", ["push", "list"])
+def test_a_host_that_is_not_ollama_is_named_in_one_line(gguf, kind, says, command):
+    with NotOllama(kind) as host:
+        args = ["push", str(gguf), "--name", "x"] if command == "push" else ["list"]
+        line = one_line(CliRunner().invoke(ollama_group, [*args, "--host", host.url]))
+    assert f"{host.url} is not an Ollama server" in line and says in line
+    assert "point --host or OLLAMA_HOST at the machine running `ollama serve`" in line
+
+
+def test_an_unreachable_host_is_named_with_the_next_step(gguf, tmp_path):
+    line = one_line(CliRunner().invoke(ollama_group, ["push", str(gguf), "--name", "x", "--host", "127.0.0.1:9"]))
+    assert "Cannot reach Ollama at http://127.0.0.1:9" in line and "is `ollama serve` running?" in line
+
+
+def test_a_name_taken_by_another_model_needs_force(server, gguf, tmp_path):
+    other = write_phi3(tmp_path / "other.gguf", **{"tokenizer.chat_template": read_template(BY_KEY["phi-3"])})
+    assert push(server, other, name="taken").exit_code == 0
+    line = one_line(push(server, gguf, name="taken"))
+    assert f"taken already exists on {server.url}" in line and "add --force to replace it" in line
+    assert push(server, gguf, "--force", name="taken").exit_code == 0
+    assert push(server, gguf, name="taken").exit_code == 0  # our own push of this file: an update
+    assert model_blob_ok(server, "taken:latest", gguf)
+
+
+# ---------------------------------------------------------------- current servers
+
+
+def test_list_finds_our_models_on_servers_that_rewrite_ggufs(server, gguf):
+    server.version = "0.30.2"
+    store.add(store.ModelEntry(alias="mine", path=str(gguf), family="phi-3", n_ctx=4096))
+    assert push(server, "mine", name="user/mine:q4").exit_code == 0
+    stored = server.models["user/mine:q4"]["manifest"]["layers"][0]["digest"]
+    assert stored != "sha256:" + hashlib.sha256(gguf.read_bytes()).hexdigest()  # re-written
+    result = CliRunner().invoke(ollama_group, ["list", "--host", server.url])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("mine\t") and "user/mine:q4" in result.output
+    # Another model under that name (other details) is not ours any more.
+    server.models["user/mine:q4"]["details"] = {**server.models["user/mine:q4"]["details"], "parameter_size": "14B"}
+    again = CliRunner().invoke(ollama_group, ["list", "--host", server.url])
+    assert again.output.strip().endswith("\t-")
+
+
+def test_a_gguf_without_chat_template_gets_a_note_and_embed_template_writes_a_copy(server, tmp_path):
+    import gguf as gguf_lib
+
+    bare = write_phi3(tmp_path / "bare.gguf", **{"tokenizer.chat_template": DROP})
+    with open(bare, "ab") as f:  # tensor data after the header, so the copy must move it intact
+        f.write(bytes(range(256)) * 64)
+    result = push(server, bare, name="bare")
+    assert result.exit_code == 0, result.output
+    assert "bare.gguf has no tokenizer.chat_template" in result.output and "--embed-template" in result.output
+    result = push(server, bare, "--embed-template", "--force", name="bare")
+    assert result.exit_code == 0, result.output
+    copy = tmp_path / "bare.chat-template.gguf"
+    assert f"Wrote {copy}" in result.output
+    template = read_template(BY_KEY["phi-3"])
+    reader, original = gguf_lib.GGUFReader(copy), gguf_lib.GGUFReader(bare)  # an independent reader
+    field = reader.fields["tokenizer.chat_template"]
+    assert bytes(field.parts[field.data[0]]).decode() == template
+    assert set(reader.fields) == set(original.fields) | {"tokenizer.chat_template"}
+    assert [(t.name, bytes(t.data)) for t in reader.tensors] == [(t.name, bytes(t.data)) for t in original.tensors]
+    assert model_blob_ok(server, "bare:latest", copy)
+    assert [p.name for p in tmp_path.iterdir() if "partial" in p.name or p.name.startswith(".")] == []

@@ -8,12 +8,14 @@ parenthesised pipelines, `|` pipes and the functions and, or, not, eq, ne, lt, l
 slice, index, print, json. Go's truthiness: false, 0, "", nil and empty collections are false.
 
 `render_chat` then applies what Ollama does around the template for a chat request (facts in
-shared/reference/ollama/API.md and Ollama's documented template variables): the model's SYSTEM
-is prepended when the conversation has no system message, consecutive messages of one role are
-joined, and templates without `.Messages` run once per system/prompt/response turn, the last
-turn cut right after `{{ .Response }}`.
+Ollama's template/template.go and server/routes.go): the model's SYSTEM is prepended when the
+conversation does not start with a system message, consecutive messages of one role (tool
+results excepted) are joined, tools and tool calls are given as Ollama's template data (printing
+as Go's JSON), and templates without `.Messages` run once per system/prompt/response turn, the
+last turn cut right after `{{ .Response }}`. `capabilities` is /api/show's list for a template.
 
-Tests only: the exporter ships templates, it never renders them.
+The real thing is the Go harness in tests/fakes/ollama_render; tests/test_ollama_harness.py checks
+that this emulation agrees with it. It serves the fake Ollama server, which must not need Go.
 """
 
 from __future__ import annotations
@@ -134,6 +136,8 @@ def parse(source: str) -> list[Node]:
             while parent is None:  # close the whole else-if chain
                 node, parent = stack.pop()
             current = parent
+        elif word in ("break", "continue") and len(toks) == 1:
+            current.append(Node(word))
         else:
             current.append(Node("action", pipe=_parse_pipe(toks)))
     if stack:
@@ -187,8 +191,18 @@ FUNCS = {
     "slice": _slice,
     "index": lambda x, *ks: _index(x, ks),
     "print": lambda *a: "".join(fmt(x) for x in a),
-    "json": lambda x: json.dumps(x, separators=(",", ":")),
+    "json": lambda x: go_json(x.json_value if isinstance(x, (GoValue, GoList)) else x),
 }
+
+
+def go_json(x) -> str:
+    """Go's json.Marshal: compact, non-ASCII kept, <, > and & (and U+2028/9) escaped. Key order is
+    the caller's: build dicts in Go's struct field order, with map keys sorted (see _tool_data)."""
+    text = json.dumps(x, separators=(",", ":"), ensure_ascii=False, sort_keys=False)
+    for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"),
+                    ("\u2029", "\\u2029")):
+        text = text.replace(ch, esc)
+    return text
 
 
 def _index(x, keys):
@@ -202,9 +216,26 @@ def fmt(v) -> str:
         return "<no value>"
     if isinstance(v, bool):
         return "true" if v else "false"
+    if isinstance(v, (GoValue, GoList)):
+        return go_json(v.json_value)
     if isinstance(v, (dict, list)):
         return json.dumps(v, separators=(",", ":"))
     return str(v)
+
+
+class GoValue(dict):
+    """A Go value with String() in Ollama's template data (tools, arguments): fields by their Go
+    names for the template, and the JSON it prints as."""
+
+    def __init__(self, fields, json_value):
+        super().__init__(fields)
+        self.json_value = json_value
+
+
+class GoList(list):
+    def __init__(self, items, json_value):
+        super().__init__(items)
+        self.json_value = json_value
 
 
 class _Scope:
@@ -280,8 +311,15 @@ def _pipe(pipe, dot, scope):
     return value
 
 
+class _LoopControl(Exception):
+    def __init__(self, kind: str):
+        self.kind = kind
+
+
 def _exec(nodes, dot, scope, out):
     for n in nodes:
+        if n.kind in ("break", "continue"):
+            raise _LoopControl(n.kind)
         if n.kind == "text":
             out.append(n.text)
         elif n.kind == "action":
@@ -290,12 +328,14 @@ def _exec(nodes, dot, scope, out):
                 out.append(fmt(value))
         elif n.kind in ("if", "with"):
             scope.frames.append({})
-            value = _pipe([[], None, n.pipe[2]], dot, scope)
-            if truth(value):
-                _exec(n.body, value if n.kind == "with" else dot, scope, out)
-            else:
-                _exec(n.else_body, dot, scope, out)
-            scope.frames.pop()
+            try:
+                value = _pipe([[], None, n.pipe[2]], dot, scope)
+                if truth(value):
+                    _exec(n.body, value if n.kind == "with" else dot, scope, out)
+                else:
+                    _exec(n.else_body, dot, scope, out)
+            finally:
+                scope.frames.pop()
         elif n.kind == "range":
             _range(n, dot, scope, out)
 
@@ -309,8 +349,13 @@ def _range(n, dot, scope, out):
     for key, item in pairs:
         frame = dict(zip(names, (key, item))) if len(names) == 2 else {names[0]: item} if names else {}
         scope.frames.append(frame)
-        _exec(n.body, item, scope, out)
-        scope.frames.pop()
+        try:
+            _exec(n.body, item, scope, out)
+        except _LoopControl as control:
+            if control.kind == "break":
+                break
+        finally:
+            scope.frames.pop()
 
 
 def execute(nodes: list[Node], data: dict) -> str:
@@ -330,27 +375,121 @@ def uses(source: str, name: str) -> bool:
     return re.search(r"\.%s\b" % name, source) is not None
 
 
+def thinking_tags(source: str) -> tuple[str, str]:
+    """Ollama's inference of thinking tags: a `.Thinking` field inside a range over `.Messages`;
+    the list holding it starts and ends with the tags (first and last text, trimmed)."""
+    tags = ("", "")
+
+    def names(pipe, field):
+        return any(op == ("field", field) or (op[0] == "field" and op[1].startswith(field + "."))
+                   for cmd in pipe[2] for op in cmd) if pipe else False
+
+    def visit(items, in_messages_range):
+        nonlocal tags
+        for n in items:
+            here = n.kind != "text" and names(n.pipe, ".Thinking") and in_messages_range
+            if here:
+                first, last = items[0], items[-1]
+                tags = (first.text.strip() if first.kind == "text" else "",
+                        last.text.strip() if last.kind == "text" else "")
+            if n.kind in ("if", "with", "range"):
+                inner = in_messages_range or (n.kind == "range" and names(n.pipe, ".Messages"))
+                if n.kind == "range" and not names(n.pipe, ".Messages"):
+                    inner = False
+                visit(n.body, inner)
+                visit(n.else_body, inner)
+
+    visit(parse(source), False)
+    return tags
+
+
+def capabilities(source: str) -> list[str]:
+    """/api/show's capabilities for a GGUF model whose Go template is in use (server/images.go)."""
+    caps = ["completion"]
+    caps += ["tools"] if uses(source, "Tools") else []
+    caps += ["insert"] if uses(source, "Suffix") else []
+    caps += ["thinking"] if all(thinking_tags(source)) else []
+    return caps
+
+
 def _collate(messages: list[dict]) -> tuple[str, list[dict]]:
     system = [m["content"] for m in messages if m["role"] == "system"]
     merged: list[dict] = []
     for m in messages:
-        if merged and merged[-1]["Role"] == m["role"]:
+        if merged and merged[-1]["Role"] == m["role"] and m["role"] != "tool":
             merged[-1]["Content"] += "\n\n" + m["content"]
         else:
-            merged.append({"Role": m["role"], "Content": m["content"], "ToolCalls": None,
-                           "Thinking": "", "Images": None})
+            merged.append({"Role": m["role"], "Content": m.get("content", ""), "Thinking": m.get("thinking", ""),
+                           "Images": None, "ToolCalls": _calls_data(m.get("tool_calls")),
+                           "ToolName": m.get("tool_name", ""), "ToolCallID": m.get("tool_call_id", "")})
     return "\n\n".join(system), merged
 
 
-def render_chat(source: str, messages: list[dict], system: str | None = None) -> str:
+def _calls_data(calls):
+    if not calls:
+        return None
+    out = []
+    for c in calls:
+        f = c.get("function", {})
+        args = f.get("arguments") or {}
+        args = {k: args[k] for k in sorted(args)}
+        out.append({"ID": c.get("id", ""), "Function": {"Index": f.get("index", 0), "Name": f.get("name", ""),
+                                                         "Arguments": GoValue(args, args)}})
+    return out
+
+
+def _property_json(p: dict) -> dict:
+    out = {}
+    for key in ("anyOf", "type", "items", "description", "enum", "properties", "required"):
+        value = p.get(key)
+        if key == "anyOf" and value:
+            value = [_property_json(x) for x in value]
+        if key == "type" and isinstance(value, list) and len(value) == 1:
+            value = value[0]
+        if key == "properties" and value is not None:
+            value = {k: _property_json(v) for k, v in value.items()}  # an ordered map: request order
+        if value not in (None, "", [], {}) or (key == "properties" and value == {}):
+            out[key] = value
+    return out
+
+
+def _tool_data(tool: dict) -> GoValue:
+    """One tool as Ollama's template sees it: Go field names, and its JSON in struct field order
+    with the properties map's keys sorted."""
+    f = tool.get("function", {})
+    p = f.get("parameters") or {}
+    props = p.get("properties")
+    props_json = None if props is None else {k: _property_json(props[k]) for k in sorted(props)}
+    params_json = {"type": p.get("type", "")}
+    for key in ("$defs", "items"):
+        if p.get(key) is not None:
+            params_json[key] = p[key]
+    if p.get("required"):
+        params_json["required"] = p["required"]
+    params_json["properties"] = props_json
+    function_json = {"name": f.get("name", ""), "description": f.get("description", ""), "parameters": params_json}
+    tool_json = {"type": tool.get("type", "")}
+    if tool.get("items") is not None:
+        tool_json["items"] = tool["items"]
+    tool_json["function"] = function_json
+    properties = GoValue(props_json or {}, props_json if props_json is not None else {})
+    params = GoValue({"Type": params_json["type"], "Required": p.get("required"), "Properties": properties}, params_json)
+    function = GoValue({"Name": function_json["name"], "Description": function_json["description"],
+                        "Parameters": params}, function_json)
+    return GoValue({"Type": tool_json["type"], "Function": function}, tool_json)
+
+
+def render_chat(source: str, messages: list[dict], system: str | None = None, tools=None) -> str:
     """The prompt Ollama builds for a chat request with this template (and model SYSTEM)."""
-    if system and not any(m["role"] == "system" for m in messages):
+    if system and messages and messages[0]["role"] != "system":
         messages = [{"role": "system", "content": system}] + list(messages)
     collated_system, msgs = _collate(messages)
     nodes = parse(source)
     if uses(source, "Messages"):
-        return execute(nodes, {"System": collated_system, "Messages": msgs, "Tools": None,
-                               "Response": "", "Prompt": "", "Suffix": ""})
+        tool_data = None if tools is None else GoList([_tool_data(t) for t in tools],
+                                                     [_tool_data(t).json_value for t in tools])
+        return execute(nodes, {"System": collated_system, "Messages": msgs, "Tools": tool_data,
+                               "Response": "", "Think": False, "ThinkLevel": "", "IsThinkSet": False})
     out, turn = [], {"System": "", "Prompt": "", "Response": ""}
     for m in msgs:
         starts_turn = {"system": turn["Prompt"] or turn["Response"], "user": turn["Response"]}
@@ -360,5 +499,7 @@ def render_chat(source: str, messages: list[dict], system: str | None = None) ->
         key = {"system": "System", "user": "Prompt", "assistant": "Response"}.get(m["Role"])
         if key:
             turn[key] = m["Content"]
+    if not uses(source, "Response"):
+        nodes = nodes + [Node("action", pipe=[[], None, [[("field", ".Response")]]])]
     out.append(execute(cut_after_field(nodes, "Response"), turn))
     return "".join(out)

@@ -17,13 +17,32 @@ Errors as the hub sends them, in X-Error-Code / X-Error-Message headers:
   gated repo: 401 GatedRepo without a token, 403 GatedRepo with a token not on the list
   unknown revision: 404 RevisionNotFound; unknown file: 404 EntryNotFound (+ X-Repo-Commit)
 
+Write routes (huggingface_hub's create_repo / create_branch / create_commit path, hf_api.py and
+_commit_api.py / lfs.py), all needing a token that `add_writer` allowed for the repo's namespace:
+  POST /api/repos/create                       {name, organization, type, visibility}; 409 if it exists
+  POST /api/models/{repo}/branch/{branch}      a branch at main's head; 409 if it exists
+  POST /api/validate-yaml                      the README's front matter must parse as a YAML mapping
+  POST /api/models/{repo}/preupload/{rev}      uploadMode (lfs / regular, the same rule the reads use)
+                                               and the file's current oid, so unchanged files are skipped
+  POST /{repo}.git/info/lfs/objects/batch      basic transfer: upload + verify actions for blobs the hub
+                                               lacks, none for blobs it has (an earlier, failed run's too)
+  PUT  (CDN) /upload/{sha256}                  the blob; its sha256 must match
+  POST /{repo}.git/info/lfs/objects/verify     200 once the blob is stored
+  POST /api/models/{repo}/commit/{rev}         ndjson header / file / lfsFile / deletedFile lines: one
+                                               new commit, recorded in `commits`; lfsFile blobs must exist
+`fail_upload(data, status)` makes every PUT of that blob fail; `drop_upload_once(data)` cuts the
+connection after reading half of the next PUT of it.
+
 No Xet: responses never carry X-Xet-Hash / xetHash, so the client takes the plain HTTP path
-(and hf_xet is not installed anyway). `drop_once(path)` makes the CDN send the headers and half
+for downloads. Uploads take Xet whenever hf_xet is importable, so publish tests switch it off
+(huggingface_hub.constants.HF_HUB_DISABLE_XET, see fixtures/publish_fixtures.py). `drop_once(path)` makes the CDN send the headers and half
 of that file's body, then cut the connection, once. `requests` records every request.
 """
 
 from __future__ import annotations
 
+import base64
+import copy
 import hashlib
 import json
 import re
@@ -54,6 +73,7 @@ class FakeRepo:
     private: bool = False
     tokens: tuple[str, ...] = ()  # tokens with access (private or gated repos)
     branches: dict[str, str] = field(default_factory=dict)
+    snapshots: dict[str, dict[str, bytes]] = field(default_factory=dict)  # commit sha -> files (after commits)
     gguf_arch: str | None = None  # what the hub's model info reports as the GGUF architecture
 
     def __post_init__(self):
@@ -64,10 +84,19 @@ class FakeRepo:
         self.branches = {"main": self.sha, **self.branches}
 
     def commit(self, rev: str) -> str | None:
-        return self.sha if rev == self.sha else self.branches.get(rev)
+        return rev if rev == self.sha or rev in self.snapshots else self.branches.get(rev)
+
+    def at(self, rev: str) -> "FakeRepo":
+        """The repo as of `rev` (a branch or commit written by a commit); itself for main's head."""
+        sha = self.commit(rev)
+        if sha is None or sha == self.sha or sha not in self.snapshots:
+            return self
+        view = copy.copy(self)
+        view.files, view.sha = self.snapshots[sha], sha
+        return view
 
     def is_lfs(self, name: str) -> bool:
-        return name.endswith(LFS_SUFFIXES) or len(self.files[name]) >= LFS_MIN_SIZE
+        return stored_in_lfs(name, len(self.files[name]))
 
     def blob_id(self, name: str) -> str:
         """git's blob id: of the content, or of the LFS pointer file for LFS files."""
@@ -84,6 +113,10 @@ class FakeRepo:
             return None
         return {key: hashlib.sha256(self.files[name]).hexdigest(), "size": len(self.files[name]),
                 "pointerSize": len(self.pointer(name))}
+
+
+def stored_in_lfs(name: str, size: int) -> bool:
+    return name.endswith(LFS_SUFFIXES) or size >= LFS_MIN_SIZE
 
 
 def repo_from_folder(repo_id: str, folder: Path, **kwargs) -> FakeRepo:
@@ -103,6 +136,11 @@ class FakeHub:
         self.repos: dict[str, FakeRepo] = {}
         self.requests: list[Request] = []
         self.drops: set[str] = set()  # sha256 of LFS blobs to cut halfway, once
+        self.writers: dict[str, set[str]] = {}  # token -> namespaces it may write to
+        self.lfs_store: dict[str, bytes] = {}  # sha256 -> blob uploaded through the LFS batch API
+        self.upload_failures: dict[str, int] = {}  # sha256 -> HTTP status every PUT of it gets
+        self.upload_drops: set[str] = set()  # sha256 of blobs whose next PUT is cut halfway
+        self.commits: list[Commit] = []
         self._servers = [self._server("hub"), self._server("cdn")]
         self.url, self.cdn_url = (f"http://127.0.0.1:{s.server_address[1]}" for s in self._servers)
 
@@ -118,6 +156,16 @@ class FakeHub:
 
     def drop_once(self, repo_id: str, path: str) -> None:
         self.drops.add(hashlib.sha256(self.repos[repo_id].files[path]).hexdigest())
+
+    def add_writer(self, token: str, *namespaces: str) -> None:
+        """A token that may create repos in, and commit to, these namespaces (none: read only)."""
+        self.writers[token] = set(namespaces)
+
+    def fail_upload(self, data: bytes, status: int = 403) -> None:
+        self.upload_failures[hashlib.sha256(data).hexdigest()] = status
+
+    def drop_upload_once(self, data: bytes) -> None:
+        self.upload_drops.add(hashlib.sha256(data).hexdigest())
 
     def start(self) -> "FakeHub":
         for s in self._servers:
@@ -159,8 +207,28 @@ class FakeHub:
         return sha
 
     def blob(self, sha256: str) -> bytes | None:
+        if sha256 in self.lfs_store:
+            return self.lfs_store[sha256]
         return next((data for repo in self.repos.values() for name, data in repo.files.items()
                      if repo.is_lfs(name) and repo.lfs(name, "sha256")["sha256"] == sha256), None)
+
+    def check_write(self, namespace: str, token: str | None) -> None:
+        if token is None:
+            raise HubError(401, None, "Unauthorized: a token with write access is needed")
+        if token not in self.writers:
+            raise HubError(401, None, "Invalid credentials in Authorization header")
+        if namespace not in self.writers[token]:
+            raise HubError(403, None, f"You don't have the rights to write to the namespace {namespace}")
+
+
+@dataclass
+class Commit:
+    repo_id: str
+    revision: str
+    summary: str
+    description: str
+    paths: list[str]  # added, changed or deleted
+    sha: str
 
 
 def model_info(repo: FakeRepo, blobs: bool) -> dict:
@@ -203,6 +271,9 @@ def _parents(name: str) -> list[str]:
 API = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>[^/]+)|/tree/(?P<tree>[^/]+)(?:/.*)?)?$")
 RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
 CDN = re.compile(r"^/lfs/(?P<sha>[0-9a-f]{64})$")
+UPLOAD = re.compile(r"^/upload/(?P<sha>[0-9a-f]{64})$")
+WRITE = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)/(?P<op>preupload|commit|branch)/(?P<rev>[^/]+)$")
+LFS_API = re.compile(r"^/(?P<repo>[^/]+/[^/]+?)\.git/info/lfs/objects/(?P<op>batch|verify)$")
 RANGE = re.compile(r"^bytes=(\d+)-$")
 
 
@@ -225,6 +296,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         self.route(body=True)
+
+    def do_POST(self):
+        self.write_route()
+
+    def do_PUT(self):
+        self.write_route()
 
     def route(self, body: bool) -> None:
         url = urlsplit(self.path)
@@ -250,9 +327,10 @@ class Handler(BaseHTTPRequestHandler):
         repo = self.hub.repo(m["repo"], self.token())
         if m["tree"] is not None:
             self.hub.commit(repo, m["tree"])
-            return self.send(200, json.dumps(tree(repo)).encode(), {}, True, "application/json")
+            return self.send(200, json.dumps(tree(repo.at(m["tree"]))).encode(), {}, True, "application/json")
         if m["rev"] is not None:
             self.hub.commit(repo, m["rev"])
+            repo = repo.at(m["rev"])
         blobs = query.get("blobs", ["false"])[0].lower() == "true"
         self.send(200, json.dumps(model_info(repo, blobs)).encode(), {}, True, "application/json")
 
@@ -261,6 +339,7 @@ class Handler(BaseHTTPRequestHandler):
         repo = self.hub.repo(m["repo"], token)
         self.hub.check_gate(repo, token)
         sha = self.hub.commit(repo, m["rev"])
+        repo = repo.at(m["rev"])
         name = m["path"]
         if name not in repo.files:
             raise HubError(404, "EntryNotFound", f"Entry not found: {name}", commit=sha)
@@ -307,3 +386,156 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if body:
             self.wfile.write(data)
+
+    # ------------------------------------------------------------------ the write routes
+
+    def read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            data = b""
+            while (size := int(self.rfile.readline().split(b";")[0], 16)) > 0:
+                data += self.rfile.read(size)
+                self.rfile.readline()
+            self.rfile.readline()
+            return data
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def write_route(self) -> None:
+        path = unquote(urlsplit(self.path).path)
+        self.hub.requests.append(Request(self.command, path, {k.lower(): v for k, v in self.headers.items()}))
+        try:
+            if self.server.role == "cdn":
+                return self.upload(path)
+            data = self.read_body()
+            if path == "/api/repos/create":
+                return self.create_repo(json.loads(data))
+            if path == "/api/validate-yaml":
+                return self.validate_yaml(json.loads(data))
+            if m := WRITE.match(path):
+                repo = self.hub.repo(m["repo"], self.token())
+                self.hub.check_write(m["repo"].split("/")[0], self.token())
+                return getattr(self, m["op"])(repo, m["rev"], data)
+            if m := LFS_API.match(path):
+                repo = self.hub.repo(m["repo"], self.token())
+                self.hub.check_write(m["repo"].split("/")[0], self.token())
+                return self.lfs_batch(json.loads(data)) if m["op"] == "batch" else self.lfs_verify(json.loads(data))
+            raise HubError(404, None, "Not found")
+        except HubError as e:  # the body may be unread: close, and say so, or the client reuses the connection
+            headers = {"X-Error-Message": e.message, "Connection": "close", **({"X-Error-Code": e.code} if e.code else {})}
+            self.send(e.status, json.dumps({"error": e.message}).encode(), headers, True, "application/json")
+
+    def reply(self, payload, status: int = 200) -> None:
+        self.send(status, json.dumps(payload).encode(), {}, True, "application/json")
+
+    def create_repo(self, body: dict) -> None:
+        namespace, name = body.get("organization"), body["name"]
+        token = self.token()
+        if namespace is None:  # the token's own namespace
+            namespace = next(iter(self.hub.writers.get(token) or ["anonymous"]))
+        repo_id = f"{namespace}/{name}"
+        self.hub.check_write(namespace, token)
+        if body.get("type", "model") != "model":
+            raise HubError(400, None, "This fake hub only holds model repos")
+        if repo_id in self.hub.repos:  # the hub's 409 carries the url too (create_repo(exist_ok=True) reads it)
+            message = "You already created this model repo"
+            return self.send(409, json.dumps({"error": message, "url": f"{self.hub.url}/{repo_id}"}).encode(),
+                             {"X-Error-Message": message}, True, "application/json")
+        private = body.get("visibility") == "private" or bool(body.get("private"))
+        attributes = b"*.gguf filter=lfs diff=lfs merge=lfs -text\n*.safetensors filter=lfs diff=lfs merge=lfs -text\n"
+        self.hub.add(FakeRepo(repo_id, {".gitattributes": attributes}, private=private, tokens=(token,)))
+        self.reply({"url": f"{self.hub.url}/{repo_id}", "name": repo_id})
+
+    def validate_yaml(self, body: dict) -> None:
+        from huggingface_hub import ModelCard
+
+        try:
+            ModelCard(body.get("content", ""))
+        except Exception as e:  # yaml's errors, or "metadata block should be a dict"
+            return self.reply({"errors": [{"message": f"Invalid YAML metadata: {e}"}]}, 400)
+        self.reply({"errors": [], "warnings": []})
+
+    def branch(self, repo: FakeRepo, branch: str, data: bytes) -> None:
+        if branch in repo.branches:
+            raise HubError(409, None, f"Reference already exists: refs/heads/{branch}")
+        repo.branches[branch] = repo.sha
+        repo.snapshots.setdefault(repo.sha, dict(repo.files))
+        self.reply({})
+
+    def preupload(self, repo: FakeRepo, rev: str, data: bytes) -> None:
+        self.hub.commit(repo, rev)
+        current = repo.at(rev)
+        files = []
+        for f in json.loads(data)["files"]:
+            lfs = stored_in_lfs(f["path"], f["size"])
+            oid = None
+            if f["path"] in current.files:
+                oid = (current.lfs(f["path"], "sha256") or {}).get("sha256") if lfs else current.blob_id(f["path"])
+            files.append({"path": f["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False,
+                          "oid": oid})
+        self.reply({"files": files, "commitOid": current.sha})
+
+    def lfs_batch(self, body: dict) -> None:
+        objects = []
+        for obj in body["objects"]:
+            entry = {"oid": obj["oid"], "size": obj["size"], "authenticated": True}
+            if self.hub.blob(obj["oid"]) is None:
+                entry["actions"] = {
+                    "upload": {"href": f"{self.hub.cdn_url}/upload/{obj['oid']}"},
+                    "verify": {"href": f"{self.hub.url}/{self.path.split('.git/')[0].lstrip('/')}"
+                               ".git/info/lfs/objects/verify"},
+                }
+            objects.append(entry)
+        self.reply({"transfer": "basic", "objects": objects})
+
+    def lfs_verify(self, body: dict) -> None:
+        if self.hub.blob(body["oid"]) is None:
+            raise HubError(404, None, f"Object {body['oid']} was never uploaded")
+        self.reply({})
+
+    def upload(self, path: str) -> None:
+        m = UPLOAD.match(path)
+        if not m or self.command != "PUT":
+            raise HubError(404, None, "NoSuchKey")
+        sha = m["sha"]
+        if sha in self.hub.upload_drops:  # the network goes down halfway through the body
+            self.hub.upload_drops.discard(sha)
+            self.rfile.read(max(int(self.headers.get("Content-Length") or 2) // 2, 1))
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+            return
+        data = self.read_body()
+        if sha in self.hub.upload_failures:
+            raise HubError(self.hub.upload_failures[sha], None, "Request has expired")
+        if hashlib.sha256(data).hexdigest() != sha:
+            raise HubError(400, None, "BadDigest: the body does not match its sha256")
+        self.hub.lfs_store[sha] = data
+        self.send(200, b"", {"ETag": f'"{sha}"'}, True, "text/plain")
+
+    def commit(self, repo: FakeRepo, rev: str, data: bytes) -> None:
+        parent = self.hub.commit(repo, rev)
+        files = dict(repo.at(rev).files)
+        lines = [json.loads(line) for line in data.splitlines() if line.strip()]
+        header = next(item["value"] for item in lines if item["key"] == "header")
+        paths = []
+        for item in lines:
+            key, value = item["key"], item["value"]
+            if key == "file":
+                files[value["path"]] = base64.b64decode(value["content"])
+            elif key == "lfsFile":
+                blob = self.hub.blob(value["oid"])
+                if blob is None:
+                    raise HubError(422, None, f"Your push was rejected because an LFS pointer pointed to a file "
+                                   f"that does not exist ({value['path']})")
+                files[value["path"]] = blob
+            elif key == "deletedFile":
+                if files.pop(value["path"], None) is None:
+                    raise HubError(404, "EntryNotFound", "A file with this name doesn't exist")
+            else:
+                continue
+            paths.append(value["path"])
+        sha = hashlib.sha1(parent.encode() + data).hexdigest()
+        repo.snapshots[sha] = files
+        repo.branches[rev] = sha
+        if rev == "main":
+            repo.files, repo.sha = files, sha
+        self.hub.commits.append(Commit(repo.repo_id, rev, header["summary"], header.get("description", ""), paths, sha))
+        self.reply({"commitUrl": f"{self.hub.url}/{repo.repo_id}/commit/{sha}", "commitOid": sha, "success": True})

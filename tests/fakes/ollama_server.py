@@ -10,9 +10,13 @@ Fault injection for uploads (`FakeOllama.upload_faults`, consumed one per POST /
   Fault("slow", seconds=s)   read everything, wait s seconds, then answer
 `create_errors`: messages sent as an {"error"} line right after "parsing GGUF".
 
+Servers >= 0.30 store a re-written copy of the GGUF (another digest) and may prefer the GGUF's
+Jinja template over the Go TEMPLATE (`prefers_chat_template`, API.md 7.4); /api/show reports
+capabilities the way Ollama derives them from the template in use (gotemplate.capabilities,
+checked against the Go harness in tests/test_ollama_harness.py).
+
 Not modelled: template autodetection from the GGUF (the exporter always sends a template),
-quantize, adapters, licenses, messages, the v0.30 re-write of the GGUF (the stored model layer
-keeps the uploaded digest here), the host-check middleware.
+quantize, adapters, licenses, messages, the host-check middleware.
 """
 
 from __future__ import annotations
@@ -139,7 +143,26 @@ def read_gguf_meta(path: Path) -> dict:
     return meta
 
 
-class FakeOllama:
+class _Served:
+    """A server on 127.0.0.1 (self.httpd) run in a thread while the `with` block lasts."""
+
+    httpd: "_Server"
+    thread: threading.Thread
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class FakeOllama(_Served):
     def __init__(self, root: Path, version: str = "0.6.8"):
         self.root, self.version = Path(root), version
         self.blobs = self.root / "blobs"
@@ -153,18 +176,6 @@ class FakeOllama:
         self.httpd = _Server(("127.0.0.1", 0), _handler_class(self))
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
     def blob_path(self, digest: str) -> Path:
         return self.blobs / digest.replace(":", "-")
@@ -428,15 +439,24 @@ class _Handler(BaseHTTPRequestHandler):
         (fname, digest), = files.items()
         meta = self.check_gguf(digest)
         layers = []
+        status = f"using existing layer {digest}"
         if version_tuple(fake.version) >= (0, 30, 0):
             size = fake.blob_path(digest).stat().st_size
             for done in (size // 2, size):
                 yield {"status": "validating GGUF model", "digest": "0" * 19, "total": size, "completed": done}
             yield {"status": "verifying conversion"}
+            digest, status = self.rewrite_gguf(digest)
         layers.append({"mediaType": "application/vnd.ollama.image.model", "digest": digest,
                        "size": fake.blob_path(digest).stat().st_size})
-        yield {"status": f"using existing layer {digest}"}
+        yield {"status": status}
         yield from self.common_layers(req, name, meta, layers, with_config_status=False)
+
+    def rewrite_gguf(self, digest: str) -> tuple[str, str]:
+        """v0.30+ stores a copy re-written by llama-quantize (API.md 3.4): same metadata, other
+        bytes (here: alignment padding), so the model layer's digest is not the uploaded one."""
+        data = self.server_fake.blob_path(digest).read_bytes() + b"\0" * 32
+        layer, status = self.server_fake.write_layer(data, "application/vnd.ollama.image.model")
+        return layer["digest"], status
 
     def check_gguf(self, digest: str) -> dict:
         if not DIGEST.match(digest):
@@ -525,9 +545,10 @@ class _Handler(BaseHTTPRequestHandler):
         model = self.lookup(self.json_body())
         template = model["template"]
         jinja = model["meta"].get("tokenizer.chat_template")
+        caps = gotemplate.capabilities(template) if template else ["completion"]
         if version_tuple(self.server_fake.version) >= (0, 30, 0) and jinja and template:
-            if capabilities_jinja(jinja) - capabilities_go(template):
-                template = jinja  # native mode (API.md 7.4)
+            if prefers_chat_template(jinja, template):  # native mode (API.md 7.4)
+                template, caps = jinja, chat_template_capabilities(jinja) + ["completion"]
         params = model["params"]
         lines = [f"{k:<30} {go_value(item)}" for k, v in shuffled(params.items())
                  for item in (v if isinstance(v, list) else [v])]
@@ -536,8 +557,7 @@ class _Handler(BaseHTTPRequestHandler):
         blob = self.server_fake.blob_path(model["manifest"]["layers"][0]["digest"])
         body = {"modelfile": show_modelfile(model, blob), "parameters": "\n".join(lines),
                 "template": template, "system": model["system"], "details": model["details"],
-                "model_info": info, "capabilities": ["completion"] + sorted(capabilities_go(template or "")),
-                "modified_at": model["modified_at"]}
+                "model_info": info, "capabilities": caps, "modified_at": model["modified_at"]}
         self.send(200, go_json({k: v for k, v in body.items() if v}))
 
     def generate(self):
@@ -584,19 +604,41 @@ def option_type_error(key: str, value) -> str | None:
     return f'option "{key}" must be of type {kind}'
 
 
-def capabilities_jinja(text: str) -> set:
-    caps = set()
+def chat_template_capabilities(text: str) -> list:
+    """What a GGUF's Jinja template advertises (server/images.go chatTemplateCapabilities)."""
+    caps = []
     if "tools" in text or "tool_call" in text:
-        caps.add("tools")
-    if "<think>" in text and "</think>" in text:
-        caps.add("thinking")
+        caps.append("tools")
+    splits = "content.split('</think>')" in text or 'content.split("</think>")' in text
+    if ("<think>" in text and "</think>" in text) or (
+            splits and "reasoning_content" not in text and "<SPECIAL_12>" not in text):
+        caps.append("thinking")
     return caps
 
 
-def capabilities_go(text: str) -> set:
-    found = {"tools": gotemplate.uses(text, "Tools"), "insert": gotemplate.uses(text, "Suffix"),
-             "thinking": gotemplate.uses(text, "Thinking")}
-    return {k for k, v in found.items() if v}
+def _chat_round_trip(text: str) -> bool:
+    calls = "tool_calls" in text or "assistant_tool_call" in text
+    results = ("tool_response", "tool_results", "role'] == 'tool'", "role'] == \"tool\"", "role\"] == 'tool'",
+               'role"] == "tool"', "message.role == 'tool'", 'message.role == "tool"', "ipython")
+    return "tools" in chat_template_capabilities(text) and calls and any(r in text for r in results)
+
+
+def _go_round_trip(template: str) -> bool:
+    return (gotemplate.uses(template, "Tools") and gotemplate.uses(template, "ToolCalls")
+            and any(r in template for r in ('eq .Role "tool"', "tool_response", "TOOL_RESULTS")))
+
+
+def prefers_chat_template(jinja: str, template: str) -> bool:
+    """Whether a v0.30+ server runs the GGUF's Jinja template instead of the Go TEMPLATE
+    (server/images.go shouldPreferChatTemplate): it advertises more, unless the Go template
+    round-trips tool calls and it does not; or the same set with tools and only it round-trips."""
+    chat = chat_template_capabilities(jinja)
+    go = [c for c in gotemplate.capabilities(template) if c != "completion"]
+    if len(chat) > len(go):
+        return not _go_round_trip(template) or _chat_round_trip(jinja)
+    if set(chat) != set(go) or "tools" not in chat:
+        return False
+    return _chat_round_trip(jinja) and not _go_round_trip(template)
 
 
 def show_quote(v: str) -> str:
@@ -669,6 +711,40 @@ def add_old_param(params: dict, key: str, text: str) -> None:
         params[key] = convert(text)
     except (ValueError, KeyError):
         raise CreateFailed(500, f"invalid {label} value [{text}]") from None
+
+
+class NotOllama(_Served):
+    """A host that answers HTTP but is not Ollama: "html" (a web page for every path), "404"
+    (every path not found, as a proxy or another service answers) or "garbage" (200 with a
+    body that is not JSON)."""
+
+    ANSWERS = {"html": (200, "text/html; charset=utf-8", b"<!DOCTYPE html>\n<html><body>Welcome to nginx!</body></html>"),
+               "404": (404, "text/plain; charset=utf-8", b"404 page not found"),
+               "garbage": (200, "application/json", b"{\"version\": 0.5.7,,")}
+
+    def __init__(self, kind: str):
+        status, ctype, body = self.ANSWERS[kind]
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def answer(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length) if length < (1 << 20) else None
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            do_GET = do_POST = do_HEAD = answer
+
+        self.httpd = _Server(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
 
 
 if __name__ == "__main__":  # python tests/fakes/ollama_server.py ROOT [VERSION]: serve until stdin closes
