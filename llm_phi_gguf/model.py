@@ -13,8 +13,9 @@ from typing import Iterator, Optional, Union
 import llm
 from pydantic import Field, field_validator
 
-from . import chat, families, store
+from . import chat, families, output, reasoning, store
 from .errors import PhiError
+from .tagstream import partial_tag_length
 
 
 class PhiOptions(llm.Options):
@@ -74,6 +75,10 @@ class Generation:
     seed: Optional[int] = None
     strip_first_space: bool = False  # SentencePiece pieces start with "▁": the answer should not
     usage: Usage = field(default_factory=Usage)
+    # special tokens the output filters read (tool-call and think tags): passed on as their text,
+    # which detokenizing without specials would drop
+    markers: dict[int, bytes] = field(default_factory=dict)
+    thinking: bool = False  # the prompt ends inside an open think block
 
 
 class StopScanner:
@@ -90,7 +95,7 @@ class StopScanner:
         if cut >= 0:
             out, self.pending, self.stopped = self.pending[:cut], "", True
             return out
-        hold = max((k for s in self.stops for k in range(1, len(s)) if self.pending.endswith(s[:k])), default=0)
+        hold = partial_tag_length(self.pending, self.stops)
         out = self.pending[: len(self.pending) - hold]
         self.pending = self.pending[len(out):]
         return out
@@ -149,7 +154,7 @@ def generate(llama, prompt_tokens: list[int], gen: Generation) -> Iterator[str]:
         if token in stop_ids or llama_cpp.llama_vocab_is_eog(vocab, token):
             break
         gen.usage.output += 1
-        piece = token_bytes(llama, token)
+        piece = gen.markers.get(token) or token_bytes(llama, token)
         if gen.strip_first_space and gen.usage.output == 1 and piece.startswith(b" "):
             piece = piece[1:]
         text = scanner.feed(decoder.decode(piece))
@@ -161,6 +166,16 @@ def generate(llama, prompt_tokens: list[int], gen: Generation) -> Iterator[str]:
         tail = scanner.feed(decoder.decode(b"", final=True)) + scanner.flush()
         if tail:
             yield tail
+
+
+def marker_tokens(llama, texts: tuple[str, ...]) -> dict[int, bytes]:
+    """Token id -> text for each marker string that the vocab holds as one token."""
+    out = {}
+    for text in texts:
+        tokens = llama.tokenize(text.encode(), add_bos=False, special=True)
+        if len(tokens) == 1:
+            out[tokens[0]] = text.encode()
+    return out
 
 
 def _common_prefix(llama, tokens: list[int]) -> int:
@@ -180,6 +195,9 @@ class _PhiBase:
     def __init__(self, entry: store.ModelEntry):
         self.entry = entry
         self.model_id = store.model_id(entry.alias)
+        family = families.BY_KEY.get(entry.family)
+        # families without a tool format keep llm's own "does not support tools" refusal
+        self.supports_tools = bool(family and family.tool_format)
 
     def __str__(self) -> str:
         return f"Phi GGUF: {self.model_id}"
@@ -206,7 +224,7 @@ class _PhiBase:
         metadata = chat.gguf_metadata(path)
         family = families.get_family(self.entry.family)
         fmt = chat.chat_format(metadata, family, self.entry.template)
-        text = fmt.render(chat.messages_from_llm(prompt))
+        text = fmt.render(chat.messages_from_llm(prompt, family))
         load = self.load_options(prompt.options, metadata, family)
         warn_context(metadata, load.n_ctx)
         llama = CACHE.get(path, load)
@@ -221,8 +239,19 @@ class _PhiBase:
             grammar_schema=prompt.schema,
             seed=o.seed,
             strip_first_space=metadata.get("tokenizer.ggml.model") == "llama",
+            markers=marker_tokens(llama, output.marker_strings(family)),
+            thinking=bool(family.reasoning) and reasoning.opened_in_prompt(text, family.reasoning),
         )
         return llama, tokens, gen
+
+    def respond(self, prompt, response):
+        """The response's chunks: answer text, reasoning events; tool calls go onto `response`."""
+        llama, tokens, gen = self.prepare(prompt)
+        family = families.get_family(self.entry.family)
+        try:
+            yield from output.shape(generate(llama, tokens, gen), response, family, gen.thinking)
+        finally:
+            gen.usage.record(response)
 
 
 def warn_context(metadata: dict, n_ctx: int) -> None:
@@ -244,11 +273,7 @@ def warn_context(metadata: dict, n_ctx: int) -> None:
 
 class PhiModel(_PhiBase, llm.Model):
     def execute(self, prompt, stream, response, conversation):
-        llama, tokens, gen = self.prepare(prompt)
-        try:
-            yield from generate(llama, tokens, gen)
-        finally:
-            gen.usage.record(response)
+        yield from self.respond(prompt, response)
 
 
 _END = object()
@@ -263,14 +288,14 @@ class PhiAsyncModel(_PhiBase, llm.AsyncModel):
 
         def produce():
             try:
-                llama, tokens, gen = self.prepare(prompt)
+                chunks = self.respond(prompt, response)
                 try:
-                    for chunk in generate(llama, tokens, gen):
+                    for chunk in chunks:
                         if cancel.is_set():
                             break
                         loop.call_soon_threadsafe(queue.put_nowait, chunk)
                 finally:
-                    gen.usage.record(response)
+                    chunks.close()
                 loop.call_soon_threadsafe(queue.put_nowait, _END)
             except BaseException as e:  # hand the error to the event loop side
                 loop.call_soon_threadsafe(queue.put_nowait, e)
