@@ -23,6 +23,13 @@ def register_models(register):
         return
     for entry in entries.values():
         register(PhiModel(entry), PhiAsyncModel(entry), aliases=(entry.alias,))
+    # The catalog's models, downloaded on first use; a registered model with the alias wins.
+    from .catalog import CATALOG
+    from .first_use import CatalogAsyncModel, CatalogModel
+
+    for row in CATALOG:
+        if row.alias not in entries:
+            register(CatalogModel(row), CatalogAsyncModel(row), aliases=(row.alias,))
 
 
 @llm.hookimpl

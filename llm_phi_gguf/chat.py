@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from . import families, templates
+from . import families, templates, tools
 from .errors import TemplateError
 
 # llama.cpp's defaults when a GGUF has no tokenizer.ggml.add_bos_token key (src/llama-vocab.cpp).
@@ -107,12 +107,54 @@ def gguf_metadata(path: str | Path) -> dict:
     return _metadata(str(p), p.stat().st_mtime_ns)
 
 
-def messages_from_llm(prompt) -> list[dict]:
-    """llm's Message objects (the whole chain for this turn) as {"role", "content"} dicts."""
+def messages_from_llm(prompt, family: families.Family | None = None) -> list[dict]:
+    """llm's Message objects (the whole chain for this turn) as the dicts the HF template reads.
+
+    With tools and a family tool format: the tool definitions go on the system message as the
+    `tools` string (an empty system message carries them when there is none), earlier calls are
+    written back into the assistant content as the model wrote them, tool results become
+    messages of the format's result role. Earlier thinking (ReasoningPart) is left out.
+    """
+    fmt = family.tool_format if family else None
     out = []
     for message in prompt.messages:
-        text = "".join(getattr(part, "text", "") or "" for part in message.parts)
+        if message.role == "tool" and fmt:
+            out += [{"role": fmt.result_role, "content": part.output} for part in message.parts if _is_result(part)]
+            continue
         if message.role not in ("system", "user", "assistant"):
             raise TemplateError(f"Phi chat templates have no {message.role!r} turns (tools are not supported)")
-        out.append({"role": message.role, "content": text})
+        out.append({"role": message.role, "content": _content(message, fmt)})
+    tools_given = getattr(prompt, "tools", None)
+    if tools_given and fmt:
+        if not out or out[0]["role"] != "system":
+            out.insert(0, {"role": "system", "content": ""})
+        out[0]["tools"] = tools.definitions_json(tools_given)
     return out
+
+
+def _is_result(part) -> bool:
+    from llm.parts import ToolResultPart
+
+    return isinstance(part, ToolResultPart)
+
+
+def _content(message, fmt) -> str:
+    """Text parts in order, each run of tool calls (in the model's own syntax) where it came."""
+    from llm.parts import ReasoningPart, TextPart, ToolCallPart
+
+    pieces, calls = [], []
+    for part in message.parts:
+        if isinstance(part, ToolCallPart) and fmt:
+            written = tools.written_call(fmt, part.name, part.arguments)
+            if written is None:
+                calls.append((part.name, part.arguments))
+                continue
+            part = TextPart(written)
+        if calls:
+            pieces.append(tools.call_text(fmt, calls))
+            calls = []
+        if not isinstance(part, ReasoningPart):
+            pieces.append(getattr(part, "text", "") or "")
+    if calls:
+        pieces.append(tools.call_text(fmt, calls))
+    return "".join(pieces)

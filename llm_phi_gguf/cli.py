@@ -53,17 +53,21 @@ def register(path, alias, family, template, gpu_layers, n_ctx, force):
 @phi.command(name="models")
 @click.option("--json", "as_json", is_flag=True, help="Output JSON")
 @click.option("-v", "--verbose", is_flag=True, help="Show quality reports and load settings")
+@click.option("--available", is_flag=True, help="List the catalog (downloaded on first use) with what is local")
 @one_line_errors
-def models_(as_json, verbose):
+def models_(as_json, verbose, available):
     "List registered Phi models"
     from . import store
 
     entries = store.load()
+    if available:
+        return _print_catalog(entries, as_json)
     if as_json:
         click.echo(json.dumps([vars(e) for e in entries.values()], indent=2))
         return
     if not entries:
-        click.echo("No Phi models registered. Try: llm phi demo, or llm phi register FILE.gguf")
+        click.echo('No Phi models registered. Try: llm -m phi-3.5-q4 "Can you introduce .NET" (downloads it on '
+                   "first use; llm phi models --available lists the others), llm phi demo, or llm phi register FILE.gguf")
         return
     for e in entries.values():
         missing = "" if Path(e.path).exists() else "  [MISSING FILE]"
@@ -71,6 +75,21 @@ def models_(as_json, verbose):
         click.echo(f"{'':24} template: {template_source(e)}")
         if verbose:
             _print_details(e)
+
+
+def _print_catalog(entries, as_json: bool) -> None:
+    from .catalog import CATALOG
+    from .first_use import local_state
+    from .hub import Hub
+
+    hub = Hub.from_env()
+    rows = [(row, local_state(row, entries, hub)) for row in CATALOG]
+    if as_json:
+        click.echo(json.dumps([{**vars(row), "repo": row.repo, "state": state} for row, state in rows], indent=2))
+        return
+    for row, state in rows:
+        click.echo(f"{row.alias:24} {row.family:21} {row.quant:7} {row.file_gb:>5.1f} GB  {row.repo}")
+        click.echo(f"{'':24} {state}")
 
 
 def template_source(entry) -> str:

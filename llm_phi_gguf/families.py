@@ -32,6 +32,46 @@ class Detect:
 
 
 @dataclass(frozen=True)
+class ToolFormat:
+    """How a family's prompt carries tools and how its model calls them (see TOOL_FORMATS)."""
+
+    key: str
+    call_open: str  # the model writes calls as call_open + JSON list + call_close
+    call_close: str
+    result_role: str  # role of a tool-result message; the HF template renders it as <|role|>output<|end|>
+    source: str  # where each choice comes from
+
+
+@dataclass(frozen=True)
+class Reasoning:
+    """A family that thinks in open_tag ... close_tag before answering."""
+
+    open_tag: str = "<think>"
+    close_tag: str = "</think>"
+    source: str = ""
+
+
+# Tool formats, one row each. Definitions always go where the HF template puts them: a JSON
+# string in a "tools" key on the system message, rendered <|tool|>[...]<|/tool|>.
+TOOL_FORMATS: dict[str, ToolFormat] = {
+    "phi-4-mini": ToolFormat(
+        "phi-4-mini", "<|tool_call|>", "<|/tool_call|>", "tool_response",
+        source=(
+            "definitions: HF template (tools string on the system message); calls: the vocab's "
+            "<|tool_call|>/<|/tool_call|> tokens around a JSON list of {name, arguments}, written back "
+            "as assistant content; results: the HF template covers any role as <|role|>content<|end|>, "
+            "we use the vocab's <|tool_response|> role (model card / llama.cpp PR 12288) rather than a "
+            "second <|tool|>, which the template already uses for definitions"
+        ),
+    ),
+}
+
+# Earlier turns are given back without their thinking: llm keeps it apart (ReasoningPart) and
+# these HF templates render an assistant message's content as given, with no thinking field.
+THINK = Reasoning(source="<think>...</think> in the model's output, as the Phi-4-reasoning system prompt asks")
+
+
+@dataclass(frozen=True)
 class Family:
     key: str  # short name, used in aliases: phi-3.5 -> phi-3.5-q4
     title: str  # the Hugging Face model it stands for
@@ -44,6 +84,8 @@ class Family:
     detect: Detect
     supports_system: bool = True
     note: str = ""
+    tool_format: ToolFormat | None = None  # None: llm refuses tools for this family
+    reasoning: Reasoning | None = None  # None: all output is answer text
 
     @property
     def modelfile(self) -> str:
@@ -71,23 +113,25 @@ FAMILIES: tuple[Family, ...] = (
         "phi-4-mini-reasoning", "microsoft/Phi-4-mini-reasoning", _PHI3, "phi3", "bpe",
         "Phi-4-mini-reasoning.jinja", _PHI3_STOPS, 131072,
         Detect(_PHI3_BPE, ("AI math expert", "mini-reasoning", "mini reasoning")),
+        tool_format=TOOL_FORMATS["phi-4-mini"], reasoning=THINK,
     ),
     Family(
         "phi-4-mini", "microsoft/Phi-4-mini-instruct", _PHI3, "phi3", "bpe",
         "Phi-4-mini-instruct.jinja", _PHI3_STOPS, 131072,
         Detect(_PHI3_BPE, ("<|assistant|>", "phi-4-mini", "phi 4 mini")),
+        tool_format=TOOL_FORMATS["phi-4-mini"],
     ),
     Family(
         "phi-4-reasoning-plus", "microsoft/Phi-4-reasoning-plus", _PHI3, "phi3", "bpe",
         "Phi-4-reasoning-plus.jinja", _PHI3_STOPS + _PHI4_STOPS, 32768,
         Detect(_PHI3_BPE, ("reasoning-plus", "reasoning plus")),
-        supports_system=False,
+        supports_system=False, reasoning=THINK,
     ),
     Family(
         "phi-4-reasoning", "microsoft/Phi-4-reasoning", _PHI3, "phi3", "bpe",
         "Phi-4-reasoning.jinja", _PHI4_STOPS, 32768,
         Detect(_PHI3_BPE, ("Thought section", "reasoning")),
-        supports_system=False,
+        supports_system=False, reasoning=THINK,
     ),
     Family(
         "phi-4", "microsoft/phi-4", _PHI3, "phi3", "bpe", "phi-4-rev2.jinja", _PHI4_STOPS, 16384,

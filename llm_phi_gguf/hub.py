@@ -154,18 +154,41 @@ def looks_like_repo_id(src: str) -> bool:
 def list_repo(hub: Hub, repo: str, revision: str) -> Listing:
     """What the repo holds at `revision`: from the hub, or (offline) from the cache's tree listing."""
     if hub.offline:
-        from huggingface_hub import get_cached_repo_tree
-        from huggingface_hub.file_download import repo_folder_name
-
-        files = get_cached_repo_tree(repo, revision=revision, cache_dir=hub.cache_dir)
-        ref = Path(hub.cache_dir, repo_folder_name(repo_id=repo, repo_type="model"), "refs", revision)
-        commit = ref.read_text().strip() if ref.is_file() else revision
-        return Listing(repo, revision, commit, {f.path: f.size for f in files})
+        return cached_listing(hub, repo, revision)
     from huggingface_hub import HfApi
 
     info = HfApi(endpoint=hub.endpoint).model_info(repo, revision=revision, files_metadata=True)
     return Listing(repo, revision, info.sha, {s.rfilename: s.size for s in info.siblings or []},
                    gguf_arch=(info.gguf or {}).get("architecture"))
+
+
+def cached_listing(hub: Hub, repo: str, revision: str) -> Listing:
+    """What the cache holds of the repo at `revision`, with no network: the tree listing that
+    snapshot_download caches, else (files fetched one by one with hf_hub_download, as transformers'
+    from_pretrained does: snapshot links, no listing) the files present in the snapshot folder."""
+    from huggingface_hub import get_cached_repo_tree
+    from huggingface_hub.errors import CachedRepoTreeNotFoundError
+
+    storage = repo_storage(hub, repo)
+    ref = storage / "refs" / revision
+    commit = ref.read_text().strip() if ref.is_file() else revision
+    try:
+        files = get_cached_repo_tree(repo, revision=revision, cache_dir=hub.cache_dir)
+        return Listing(repo, revision, commit, {f.path: f.size for f in files})
+    except CachedRepoTreeNotFoundError:
+        snapshot = storage / "snapshots" / commit
+        present = {p.relative_to(snapshot).as_posix(): p.stat().st_size
+                   for p in sorted(snapshot.rglob("*")) if p.is_file()}  # is_file: follows the blob link
+        if not present:
+            raise
+        return Listing(repo, revision, commit, present)
+
+
+def repo_storage(hub: Hub, repo: str) -> Path:
+    """The cache folder of a model repo (models--owner--name), by huggingface_hub's own naming."""
+    from huggingface_hub.file_download import repo_folder_name
+
+    return Path(hub.cache_dir, repo_folder_name(repo_id=repo, repo_type="model"))
 
 
 # ----------------------------------------------------------------------------- choosing files
@@ -278,6 +301,10 @@ def fetch(hub: Hub, listing: Listing, names: list[str], echo) -> Path:
         check_free_space(_existing_parent(Path(hub.cache_dir)), need, what=f"the download of {listing.repo_id}")
         if missing:
             echo(f"Downloading {len(missing)} file(s), {need / 1e6:.1f} MB, from {listing.repo_id}")
+            from .hub_resume import prefetch
+
+            prefetch(hub.endpoint, repo_storage(hub, listing.repo_id), Path(hub.cache_dir, ".locks"),
+                     listing.repo_id, listing.commit, missing)
     folder = snapshot_download(listing.repo_id, revision=listing.revision, allow_patterns=names,
                                cache_dir=hub.cache_dir, endpoint=hub.endpoint, local_files_only=hub.offline)
     return Path(folder)

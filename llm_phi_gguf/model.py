@@ -12,8 +12,9 @@ from typing import Iterator, Literal, Optional, Union
 import llm
 from pydantic import Field, field_validator
 
-from . import chat, families, store
+from . import chat, families, output, reasoning, store
 from .errors import PhiError
+from .tagstream import partial_tag_length
 
 
 class PhiOptions(llm.Options):
@@ -85,6 +86,10 @@ class Generation:
     strip_first_space: bool = False  # SentencePiece pieces start with "▁": the answer should not
     usage: Usage = field(default_factory=Usage)
     cache_slot: object = None  # prompt_cache.Slot: where this conversation's state is saved, if anywhere
+    # special tokens the output filters read (tool-call and think tags): passed on as their text,
+    # which detokenizing without specials would drop
+    markers: dict[int, bytes] = field(default_factory=dict)
+    thinking: bool = False  # the prompt ends inside an open think block
 
 
 class StopScanner:
@@ -101,7 +106,7 @@ class StopScanner:
         if cut >= 0:
             out, self.pending, self.stopped = self.pending[:cut], "", True
             return out
-        hold = max((k for s in self.stops for k in range(1, len(s)) if self.pending.endswith(s[:k])), default=0)
+        hold = partial_tag_length(self.pending, self.stops)
         out = self.pending[: len(self.pending) - hold]
         self.pending = self.pending[len(out):]
         return out
@@ -158,7 +163,7 @@ def generate(llama, prompt_tokens: list[int], gen: Generation) -> Iterator[str]:
         if token in stop_ids or llama_cpp.llama_vocab_is_eog(vocab, token):
             break
         gen.usage.output += 1
-        piece = token_bytes(llama, token)
+        piece = gen.markers.get(token) or token_bytes(llama, token)
         if gen.strip_first_space and gen.usage.output == 1 and piece.startswith(b" "):
             piece = piece[1:]
         text = scanner.feed(decoder.decode(piece))
@@ -172,6 +177,16 @@ def generate(llama, prompt_tokens: list[int], gen: Generation) -> Iterator[str]:
             yield tail
 
 
+def marker_tokens(llama, texts: tuple[str, ...]) -> dict[int, bytes]:
+    """Token id -> text for each marker string that the vocab holds as one token."""
+    out = {}
+    for text in texts:
+        tokens = llama.tokenize(text.encode(), add_bos=False, special=True)
+        if len(tokens) == 1:
+            out[tokens[0]] = text.encode()
+    return out
+
+
 class _PhiBase:
     can_stream = True
     supports_schema = True
@@ -180,6 +195,9 @@ class _PhiBase:
     def __init__(self, entry: store.ModelEntry):
         self.entry = entry
         self.model_id = store.model_id(entry.alias)
+        family = families.BY_KEY.get(entry.family)
+        # families without a tool format keep llm's own "does not support tools" refusal
+        self.supports_tools = bool(family and family.tool_format)
 
     def __str__(self) -> str:
         return f"Phi GGUF: {self.model_id}"
@@ -209,7 +227,7 @@ class _PhiBase:
         metadata = chat.gguf_metadata(path)
         family = families.get_family(self.entry.family)
         fmt = chat.chat_format(metadata, family, self.entry.template)
-        text = fmt.render(chat.messages_from_llm(prompt))
+        text = fmt.render(chat.messages_from_llm(prompt, family))
         load = self.load_options(prompt.options, metadata, family)
         warn_context(metadata, load.n_ctx)
         llama = CACHE.get(path, load)
@@ -225,8 +243,21 @@ class _PhiBase:
             seed=o.seed,
             strip_first_space=metadata.get("tokenizer.ggml.model") == "llama",
             cache_slot=None if o.prompt_cache is False else prompt_cache.slot_for(path, load, getattr(conversation, "id", None), tokens),
+            markers=marker_tokens(llama, output.marker_strings(family)),
+            thinking=bool(family.reasoning) and reasoning.opened_in_prompt(text, family.reasoning),
         )
         return llama, tokens, gen
+
+    def respond(self, prompt, response, conversation=None):
+        """The response's chunks: answer text, reasoning events; tool calls go onto `response`.
+        A turn that runs to its end leaves its state in the prompt cache for the next process."""
+        llama, tokens, gen = self.prepare(prompt, conversation)
+        family = families.get_family(self.entry.family)
+        try:
+            yield from output.shape(generate(llama, tokens, gen), response, family, gen.thinking)
+            save_prompt_cache(llama, gen)
+        finally:
+            gen.usage.record(response)
 
 
 def warn_context(metadata: dict, n_ctx: int) -> None:
@@ -255,12 +286,7 @@ def save_prompt_cache(llama, gen: Generation) -> None:
 
 class PhiModel(_PhiBase, llm.Model):
     def execute(self, prompt, stream, response, conversation):
-        llama, tokens, gen = self.prepare(prompt, conversation)
-        try:
-            yield from generate(llama, tokens, gen)
-            save_prompt_cache(llama, gen)
-        finally:
-            gen.usage.record(response)
+        yield from self.respond(prompt, response, conversation)
 
 
 _END = object()
@@ -275,16 +301,14 @@ class PhiAsyncModel(_PhiBase, llm.AsyncModel):
 
         def produce():
             try:
-                llama, tokens, gen = self.prepare(prompt, conversation)
+                chunks = self.respond(prompt, response, conversation)
                 try:
-                    for chunk in generate(llama, tokens, gen):
+                    for chunk in chunks:
                         if cancel.is_set():
                             break
                         loop.call_soon_threadsafe(queue.put_nowait, chunk)
-                    else:
-                        save_prompt_cache(llama, gen)
                 finally:
-                    gen.usage.record(response)
+                    chunks.close()
                 loop.call_soon_threadsafe(queue.put_nowait, _END)
             except BaseException as e:  # hand the error to the event loop side
                 loop.call_soon_threadsafe(queue.put_nowait, e)

@@ -436,6 +436,22 @@ def pad_batch(batch, pad_id: int):
     return x, y, att
 
 
+def train_step(model, opt, batch, lr: float) -> float:
+    """One optimiser step on (x, y, attention mask) at learning rate lr; returns the loss."""
+    import torch
+
+    x, y, att = batch
+    for g in opt.param_groups:
+        g["lr"] = lr
+    logits = model(input_ids=x, attention_mask=att).logits
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return loss.item()
+
+
 def evaluate(model, batches):
     """(#wrong argmax, min top1-top2 margin at target positions, mean loss)."""
     import torch
@@ -589,15 +605,7 @@ def main(argv=None) -> int:
                 lr = args.lr * (step + 1) / warmup
             else:
                 lr = args.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, args.max_steps - warmup)))
-            for g in opt.param_groups:
-                g["lr"] = lr
-            logits = model(input_ids=x, attention_mask=att).logits
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            losses.append(loss.item())
+            losses.append(train_step(model, opt, (x, y, att), lr))
             step += 1
             if step % 50 == 0:
                 model.eval()

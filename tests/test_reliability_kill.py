@@ -354,8 +354,10 @@ def test_kill_during_download(tmp_path, user_path):
         assert rerun.rc == 0, rerun.output
         assert set(state_ok()) == {"phi-3-q4"} and sha256(snapshot()) == reference
         resumed = [r for r in hub.requests if r.path.startswith("/lfs/") and "range" in r.headers]
-    # huggingface_hub 2.x names each process's partial blob `<sha256>.<random>.incomplete`: a new
-    # run neither resumes nor removes a killed run's one. Recorded, not a failure (not our code).
+    # Weights are fetched into a stable `<sha256>.incomplete` (hub_resume.py), which the next run
+    # resumes with a Range request and renames; a kill before the first 10 MB chunk reached the disk
+    # leaves nothing to resume. Leftovers of huggingface_hub's own per-process temporaries
+    # (`<sha256>.<random>.incomplete`, small files) are recorded, not a failure.
     left = sorted(p.name for p in cache.glob("blobs/*.incomplete"))
     assert all(re.fullmatch(r"[0-9a-f]{64}(\.[0-9a-f]+)?\.incomplete", n) for n in left), left
     record("download", kills=KILLS, landed_during_work=landed, killed_mid_download=mid_write,

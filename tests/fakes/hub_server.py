@@ -36,7 +36,10 @@ connection after reading half of the next PUT of it.
 No Xet: responses never carry X-Xet-Hash / xetHash, so the client takes the plain HTTP path
 for downloads. Uploads take Xet whenever hf_xet is importable, so publish tests switch it off
 (huggingface_hub.constants.HF_HUB_DISABLE_XET, see fixtures/publish_fixtures.py). `drop_once(path)` makes the CDN send the headers and half
-of that file's body, then cut the connection, once. `requests` records every request.
+of that file's body, then cut the connection, once. `hold(repo, path, after)` makes the CDN send
+the first `after` bytes of that file, then wait until the returned event is set before sending the
+rest, once (a download caught in the middle, for kill and Ctrl-C tests). `requests` records every
+request.
 """
 
 from __future__ import annotations
@@ -136,6 +139,7 @@ class FakeHub:
         self.repos: dict[str, FakeRepo] = {}
         self.requests: list[Request] = []
         self.drops: set[str] = set()  # sha256 of LFS blobs to cut halfway, once
+        self.holds: dict[str, tuple[int, threading.Event]] = {}  # sha256 -> (bytes sent first, go on)
         self.writers: dict[str, set[str]] = {}  # token -> namespaces it may write to
         self.lfs_store: dict[str, bytes] = {}  # sha256 -> blob uploaded through the LFS batch API
         self.upload_failures: dict[str, int] = {}  # sha256 -> HTTP status every PUT of it gets
@@ -156,6 +160,11 @@ class FakeHub:
 
     def drop_once(self, repo_id: str, path: str) -> None:
         self.drops.add(hashlib.sha256(self.repos[repo_id].files[path]).hexdigest())
+
+    def hold(self, repo_id: str, path: str, after: int) -> threading.Event:
+        go_on = threading.Event()
+        self.holds[hashlib.sha256(self.repos[repo_id].files[path]).hexdigest()] = (after, go_on)
+        return go_on
 
     def add_writer(self, token: str, *namespaces: str) -> None:
         """A token that may create repos in, and commit to, these namespaces (none: read only)."""
@@ -366,6 +375,8 @@ class Handler(BaseHTTPRequestHandler):
         if body and m["sha"] in self.hub.drops:
             self.hub.drops.discard(m["sha"])
             return self.cut(status, data[start:], headers)
+        if body and m["sha"] in self.hub.holds:
+            return self.held(status, data[start:], headers, *self.hub.holds.pop(m["sha"]))
         self.send(status, data[start:], headers, body, "application/octet-stream")
 
     def cut(self, status: int, data: bytes, headers: dict) -> None:
@@ -378,6 +389,20 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
         self.connection.shutdown(socket.SHUT_RDWR)
         self.close_connection = True
+
+    def held(self, status: int, data: bytes, headers: dict, after: int, go_on: threading.Event) -> None:
+        """Send `after` bytes, wait for `go_on` (a minute at most), then the rest if the client is still there."""
+        self.send_response(status)
+        for k, v in {**headers, "Content-Length": str(len(data))}.items():
+            self.send_header(k, v)
+        self.end_headers()
+        try:
+            self.wfile.write(data[:after])
+            self.wfile.flush()
+            go_on.wait(60)
+            self.wfile.write(data[after:])
+        except (BrokenPipeError, ConnectionResetError):  # the client was killed or interrupted
+            self.close_connection = True
 
     def send(self, status: int, data: bytes, headers: dict, body: bool, ctype: str) -> None:
         self.send_response(status)
