@@ -214,7 +214,9 @@ def test_two_processes_saving_one_conversation_leave_one_valid_file(model_file, 
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
-    assert outs[0][0] == outs[1][0]
+    # (their answers may differ in a near-tie: one may have loaded the other's newer state, whose
+    # last prompt token it then evaluates alone instead of inside a batch)
+    assert all(out.strip() for out, _ in outs)
     files = cache_files(user)
     assert len(files) == 1
     leftovers = [p for p in files[0].parent.iterdir() if p.name.endswith(".partial")]
