@@ -12,6 +12,7 @@ import importlib.metadata
 import os
 import subprocess
 import sys
+import tempfile
 import tarfile
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def build(work: Path, sdist: Path | None = None, cuda: bool = False) -> Path:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--sdist", type=Path)
-    ap.add_argument("--work", type=Path, default=Path("/tmp/llm-phi-bench/llama.cpp"))
+    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "llm-phi-bench" / "llama.cpp")
     ap.add_argument("--cuda", action="store_true")
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)

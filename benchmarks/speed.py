@@ -24,6 +24,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -258,7 +259,7 @@ def main() -> dict:
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--workdir", type=Path, default=Path("/tmp/llm-phi-bench"))
+    ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "llm-phi-bench")
     ap.add_argument("--only", choices=["generation", "loop", "cache", "state"], action="append")
     args = ap.parse_args()
     work = args.workdir

@@ -152,9 +152,9 @@ class _FirstUse:
     def __str__(self) -> str:
         return f"Phi GGUF: {self.model_id} ({status(self.row)})"
 
-    def prepare(self, prompt):
+    def prepare(self, prompt, conversation=None):
         self.entry = ensure_local(self.row)
-        return super().prepare(prompt)
+        return super().prepare(prompt, conversation)
 
 
 class CatalogModel(_FirstUse, PhiModel):
