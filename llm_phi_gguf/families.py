@@ -1,8 +1,8 @@
 """The table of Phi families: every fact the other stages need about each one, in one place.
 
 Adding a family means adding one row to FAMILIES. Facts come from the models' Hugging Face
-repositories and llama.cpp (see ../shared/reference/chat-templates/families.json and
-gguf-phi.md). Nothing here does I/O except `read_template`, which reads package data.
+repositories and llama.cpp (the vendored tests/fixtures/reference/chat-templates/families.json records them;
+llama.cpp's gguf-py constants name the keys). Nothing here does I/O except `read_template`, which reads package data.
 """
 
 from __future__ import annotations

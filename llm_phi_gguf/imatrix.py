@@ -5,7 +5,7 @@ input activations of each column of W (and how many tokens that was). The quanti
 each column's rounding error by sum/count, so columns that see large activations are kept
 more precisely. We collect it exactly as llama.cpp's `llama-imatrix` tool does (eval callback on
 every MUL_MAT / MUL_MAT_ID node) and save it in the same GGUF layout, so llama.cpp's tools can
-read our files and we can read theirs (see ../shared/reference/gguf-phi.md section 6).
+read our files and we can read theirs (llama.cpp's tools/imatrix/imatrix.cpp defines the layout).
 """
 
 from __future__ import annotations

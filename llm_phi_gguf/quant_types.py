@@ -1,6 +1,6 @@
 """llama.cpp's file types (llama_ftype): name, number, bits per weight, imatrix need.
 
-Numbers and bits come from llama.cpp (data/ftypes.json, see ../shared/reference/ftypes.json);
+Numbers and bits come from llama.cpp (data/ftypes.json, from llama.cpp's llama_ftype enum and quantize tool);
 the one-line descriptions are ours.
 """
 
