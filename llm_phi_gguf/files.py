@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import os
 import shutil
 import tempfile
@@ -21,6 +22,21 @@ from .errors import DiskSpaceError, OutputExistsError, PhiError
 # clearly named leftover (never a file at the final path) and `rename` stays on one file system.
 TEMP_PREFIX = "."
 TEMP_SUFFIX = ".partial"
+HASH_CHUNK = 4 << 20  # 4 MiB reads keep sha256 at disk speed
+
+
+def sha256_hex(path: Path, progress: bool = False) -> str:
+    """A file's sha256 (hex), read in 4 MiB chunks into one reused buffer; optional progress bar."""
+    from tqdm import tqdm
+
+    digest, buf = hashlib.sha256(), bytearray(HASH_CHUNK)
+    view = memoryview(buf)
+    with open(path, "rb") as f, tqdm(total=os.fstat(f.fileno()).st_size, unit="B", unit_scale=True,
+                                     desc="sha256", disable=not progress or None, leave=False) as bar:
+        while n := f.readinto(buf):
+            digest.update(view[:n])
+            bar.update(n)
+    return digest.hexdigest()
 
 
 def check_output_path(out: Path, force: bool, inputs: tuple[Path, ...] = ()) -> Path:

@@ -12,12 +12,12 @@ only links it into the snapshot. Nothing reaches the snapshot before its bytes a
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from .errors import HubError
+from .files import sha256_hex
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
 PARTIAL_SUFFIX = ".incomplete"
@@ -64,16 +64,9 @@ def _fetch_blob(url: str, meta, blob: Path, name: str) -> None:
     with open(partial, "ab") as f:
         http_get(source, f, resume_size=have, headers=headers, expected_size=meta.size,
                  displayed_filename=Path(name).name)
-    if _sha256(partial) != meta.etag:
+    if sha256_hex(partial) != meta.etag:
         partial.unlink()
         raise HubError(f"{name} arrived corrupted (its sha256 is not the one the hub announced); it was removed",
                        hint="run the command again")
     partial.replace(blob)
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()

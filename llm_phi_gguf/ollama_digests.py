@@ -5,27 +5,16 @@ models on servers that re-write GGUFs and store them under another digest."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 from pathlib import Path
 
-HASH_CHUNK = 4 << 20  # 4 MiB reads keep sha256 at disk speed
-
+from .files import sha256_hex
 
 def sha256_file(path: Path, progress: bool = True) -> str:
-    """"sha256:<hex>" of a file, read in 4 MiB chunks into one reused buffer."""
-    from tqdm import tqdm
-
-    digest, buf = hashlib.sha256(), bytearray(HASH_CHUNK)
-    view = memoryview(buf)
-    with open(path, "rb") as f, tqdm(total=os.fstat(f.fileno()).st_size, unit="B", unit_scale=True,
-                                     desc="sha256", disable=not progress or None, leave=False) as bar:
-        while n := f.readinto(buf):
-            digest.update(view[:n])
-            bar.update(n)
-    return "sha256:" + digest.hexdigest()
+    """"sha256:<hex>" of a file, Ollama's digest form."""
+    return "sha256:" + sha256_hex(path, progress)
 
 
 def digest_cache_path() -> Path:

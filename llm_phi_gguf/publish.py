@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import HubError, PhiError
+from .files import sha256_hex
 from .publish_sources import MODELFILE, REPORT_SUFFIX, LocalModel
 
 CARD = "README.md"
 OTHER_TYPES = re.compile(r"^(?:https?://[^/]+/)?(?P<kind>datasets|spaces)/")
 HUB_URL = re.compile(r"^https?://[^/]+/(?:models/)?")
-HASH_CHUNK = 4 << 20
 
 
 @dataclass
@@ -208,14 +208,6 @@ def source_card(hub, token, repo_id: str) -> dict:
     return {"license": data.license, "pipeline_tag": data.pipeline_tag}
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def git_blob_id(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
@@ -228,7 +220,7 @@ def compare(upload: Upload, remote: dict) -> str:
     if size is not None and size != upload.size:
         return "changed"
     if sha256:
-        same = (hashlib.sha256(upload.data).hexdigest() if upload.data is not None else sha256_file(upload.local)) == sha256
+        same = (hashlib.sha256(upload.data).hexdigest() if upload.data is not None else sha256_hex(upload.local)) == sha256
     else:
         same = git_blob_id(upload.data if upload.data is not None else upload.local.read_bytes()) == blob_id
     return "unchanged" if same else "changed"
