@@ -97,6 +97,18 @@ def remove_stale_temporaries(out: Path) -> list[Path]:
     return removed
 
 
+def read_json_dict(path: Path) -> dict:
+    """A small JSON state file written by write_json_atomic: its object, or {} when it is missing,
+    unreadable or not an object (a cache or setting is never worth an error)."""
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def write_json_atomic(path: Path, data) -> None:
     """Replace `path` with `data` as JSON in one step: readers see the old file or the new one."""
     import json

@@ -13,7 +13,6 @@ fails with one line naming the command that downloads the model.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -35,11 +34,9 @@ def settings_path() -> Path:
 
 
 def read_settings() -> dict:
-    try:
-        data = json.loads(settings_path().read_text("utf-8"))
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
+    from .files import read_json_dict
+
+    return read_json_dict(settings_path())
 
 
 def set_auto_download(on: bool) -> None:

@@ -5,12 +5,11 @@ models on servers that re-write GGUFs and store them under another digest."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
 
-from .files import sha256_hex
+from .files import read_json_dict, sha256_hex
 
 def sha256_file(path: Path, progress: bool = True) -> str:
     """"sha256:<hex>" of a file, Ollama's digest form."""
@@ -24,10 +23,7 @@ def digest_cache_path() -> Path:
 
 
 def _read_cache() -> dict:
-    try:
-        return json.loads(digest_cache_path().read_text("utf-8"))
-    except (OSError, ValueError):
-        return {}
+    return read_json_dict(digest_cache_path())
 
 
 def _stamp(path: Path) -> list:
@@ -67,20 +63,13 @@ def pushed_path() -> Path:
 
 def pushed_models(base: str) -> dict:
     """{display name: record} of what we pushed to the server at `base`."""
-    try:
-        data = json.loads(pushed_path().read_text("utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data.get(base, {}) if isinstance(data, dict) else {}
+    return read_json_dict(pushed_path()).get(base, {})
 
 
 def remember_push(base: str, name: str, source_digest: str, family: str, shown: dict) -> None:
     from .files import write_json_atomic
 
-    try:
-        data = json.loads(pushed_path().read_text("utf-8"))
-    except (OSError, ValueError):
-        data = {}
+    data = read_json_dict(pushed_path())
     data.setdefault(base, {})[name] = {"source_digest": source_digest, "family": family,
                                        "details": shown.get("details")}
     write_json_atomic(pushed_path(), data)

@@ -329,11 +329,10 @@ def _stats_path() -> Path:
 
 
 def read_stats() -> dict:
-    with contextlib.suppress(OSError, ValueError):
-        data = json.loads(_stats_path().read_text())
-        if isinstance(data, dict):
-            return {k: v for k, v in data.items() if isinstance(v, (int, float)) and v > 0}
-    return {}
+    from .files import read_json_dict
+
+    data = read_json_dict(_stats_path())
+    return {k: v for k, v in data.items() if isinstance(v, (int, float)) and v > 0}
 
 
 def record_rate(name: str, value: float) -> None:
