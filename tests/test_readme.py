@@ -21,7 +21,7 @@ def test_ci_runs_the_readme_test_command():
 
 def test_ci_runs_the_tests_in_a_copy_with_nothing_beside_it():
     """CI proves the repository stands alone: the README command runs in a copy of the checkout
-    in a new temporary folder (no ../shared there), and a failing command fails the script."""
+    in a new temporary folder (nothing of the workspace beside it), and a failing command fails the script."""
     _, tests = readme_commands()
     lines = [l.strip() for l in (ROOT / ".ci" / "run").read_text().splitlines()]
     assert "set -euo pipefail" in lines
