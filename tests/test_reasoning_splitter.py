@@ -57,3 +57,13 @@ def test_prompt_detection():
     assert opened_in_prompt("<|assistant|><think>\n", FMT)
     assert not opened_in_prompt("<|assistant|><think>old</think>new<|end|><|assistant|>", FMT)
     assert not opened_in_prompt("<|assistant|>", FMT)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet="<|/>ab", max_size=12), st.lists(st.text(alphabet="<|/>ab", max_size=6), max_size=4))
+def test_partial_tag_length_is_the_longest_end_that_starts_a_tag(text, tags):
+    """The fast search equals the definition: every k with text ending in tag[:k], 0 < k < len(tag)."""
+    from llm_phi_gguf.tagstream import partial_tag_length
+
+    by_definition = max((k for tag in tags for k in range(1, len(tag)) if text.endswith(tag[:k])), default=0)
+    assert partial_tag_length(text, tuple(tags)) == by_definition
