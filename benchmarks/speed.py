@@ -45,13 +45,14 @@ def model_file(work: Path, width: int, layers: int) -> Path:
 
     from llm_phi_gguf.probe import write_random_phi3
 
+    from llm_phi_gguf.files import atomic_output
+
     q4 = work / f"synthetic-{width}w-{layers}l-q4_k_m.gguf"
-    if not q4.exists():
-        f16 = work / "tmp-f16.gguf"
+    if not q4.exists():  # made under a temporary name: a killed run leaves no half file to reuse
         n_ff, n_head = SHAPES[width]
-        write_random_phi3(f16, n_layer=layers, n_embd=width, n_ff=n_ff, n_head=n_head, n_vocab=32064, f16=True)
-        quantize(f16, q4)
-        f16.unlink()
+        with atomic_output(work / "tmp-f16.gguf", keep=False) as f16, atomic_output(q4) as tmp:
+            write_random_phi3(f16, n_layer=layers, n_embd=width, n_ff=n_ff, n_head=n_head, n_vocab=32064, f16=True)
+            quantize(f16, tmp)
     return q4
 
 
@@ -77,8 +78,8 @@ def llama_completion(bins: Path, path: Path, prompt: str, n: int, threads: int) 
     t = time.perf_counter()
     proc = subprocess.run([str(bins / "llama-completion"), "-m", str(path), "-p", prompt, "-n", str(n), "--temp", "0",
                            "--ignore-eos", "-t", str(threads), "-c", "2048", "-no-cnv", "--no-display-prompt"],
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    wall = time.perf_counter() - t
+                          capture_output=True, text=True, errors="replace", stdin=subprocess.DEVNULL)
+    wall = time.perf_counter() - t  # (random weights print any bytes, not always UTF-8)
     perf = proc.stderr.split("prompt eval time")[-1]
     m = re.search(r"eval time =\s*([\d.]+) ms /\s*(\d+) runs", perf)
     sampling = re.search(r"sampling time =\s*([\d.]+) ms", proc.stderr)
