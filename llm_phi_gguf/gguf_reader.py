@@ -412,14 +412,31 @@ def _read_array(r: _Reader, what: str, decode: bool) -> object:
 
 
 def _walk_strings(r: _Reader, count: int, what: str) -> None:
-    """Skip `count` length-prefixed strings: the hot loop for 200k-token vocabularies."""
+    """Skip `count` length-prefixed strings: the hot loop for 200k-token vocabularies.
+
+    Each `take` checks a string against the file and refills the read-ahead window; the
+    strings that lie wholly inside the window are stepped over with local arithmetic instead
+    (200k tokens and 100k merges: 260 ms -> ~50 ms, paid by every `llm -m` of Phi-4-mini)."""
     take, unpack_from, limit = r.take, _U64.unpack_from, MAX_STRING_LENGTH
-    for _ in range(count):
+    done = 0
+    while done < count:
         start = take(8, what)  # may refill r.buf
         (n,) = unpack_from(r.buf, start)
         if n > limit:
             raise r.fail(f"{what} holds a string of {n} bytes, over the 1 GiB limit")
         take(n, what)
+        done += 1
+        buf, base = r.buf, r.buf_start  # the window lies inside the file, so no size check here
+        pos, end = r.pos - base, len(buf)
+        while done < count and pos + 8 <= end:
+            (n,) = unpack_from(buf, pos)
+            if n > limit:
+                raise r.fail(f"{what} holds a string of {n} bytes, over the 1 GiB limit")
+            if pos + 8 + n > end:  # runs past the window: take() reads on
+                break
+            pos += 8 + n
+            done += 1
+        r.pos = base + pos
 
 
 def _decode_array(data: bytes, etype: int, count: int, path: str, what: str) -> list:
