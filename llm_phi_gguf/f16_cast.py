@@ -119,7 +119,7 @@ def _self_check(fns) -> bool:
     bits = bits[(bits & 0x7FFF) < BF16_OVERFLOW_BITS]
     wide = (bits.astype(np.uint32) << 16).view(np.float32)
     # f16 rounding: each tie, a value either side, across normal and subnormal f16 exponents
-    ulp = np.float32(2.0) ** (np.maximum(np.arange(-25, 16), -24) - 10).astype(np.float32)
+    ulp = np.float32(2.0) ** (np.maximum(np.arange(-25, 16), -14) - 10).astype(np.float32)  # subnormal: 2^-24
     base = np.float32(2.0) ** np.arange(-25, 16).astype(np.float32)
     steps = np.arange(0, 8, dtype=np.float32)
     ties = (base[:, None] + ulp[:, None] * (steps[None, :] + np.float32(0.5))).reshape(-1)
