@@ -419,7 +419,25 @@ def _convert(block, src_dtype: str, qtype: int, name: str = "?"):
         return data.astype(np.float32)
     if qtype == F16:
         return _to_f16(data, name)
+    _check_q8_0_range(data, name)
     return gguf.quants.quantize(data.astype(np.float32, copy=False), gguf.GGMLQuantizationType(qtype))
+
+
+# q8_0 keeps each block's scale, max|x| / 127, as float16: beyond 127 x 65504 it becomes inf
+Q8_0_MAX = 127 * 65504.0
+
+
+def _check_q8_0_range(data, name: str) -> None:
+    """Refuse values whose q8_0 block scale float16 cannot hold (it would write inf/NaN)."""
+    import numpy as np
+
+    with np.errstate(invalid="ignore"):
+        peak = np.nanmax(np.abs(data)) if data.size else 0.0
+    if peak > Q8_0_MAX:
+        raise ConversionError(
+            f"Tensor {name} holds values beyond what q8_0 can store (up to {peak:.4g}; a q8_0 block "
+            f"scale is float16, so |x| must stay under {Q8_0_MAX:.4g})",
+            hint="convert with --outtype bf16 or f32 instead: llm phi quantize convert SRC -o OUT.gguf --outtype bf16")
 
 
 def _to_f16(data, name: str):

@@ -6,6 +6,7 @@ import json
 import shutil
 import struct
 
+import numpy as np
 import pytest
 
 from llm_phi_gguf import convert as convert_mod
@@ -172,3 +173,25 @@ def test_values_beyond_f16_are_refused_naming_the_tensor(outtype, checkpoint, tm
     assert "up to 1e+06" in err and "inf" in err and "--outtype bf16" in err
     for ok in ("bf16", "f32"):
         convert_checkpoint(src, tmp_path / f"{ok}.gguf", outtype=ok, progress=False)
+
+
+def test_values_beyond_q8_0_scales_are_refused_naming_the_tensor(checkpoint, tmp_path):
+    """q8_0 stores max|x| / 127 per block as float16: past 127 x 65504 that scale is inf."""
+    import gguf
+    from safetensors.numpy import load_file, save_file
+
+    src = tmp_path / "src"
+    shutil.copytree(checkpoint("phi-3-mini-4k", dtype="float32"), src)
+    weights = load_file(src / "model.safetensors")
+    name = next(n for n in weights if n.endswith("layers.1.mlp.down_proj.weight"))
+    weights[name][3, 5] = 1e6  # beyond float16, within q8_0's reach: converts, and reads back
+    save_file(weights, src / "model.safetensors", metadata={"format": "pt"})
+    out = convert_checkpoint(src, tmp_path / "ok.gguf", outtype="q8_0", progress=False)
+    t = next(t for t in gguf.GGUFReader(str(out)).tensors if t.name == "blk.1.ffn_down.weight")
+    values = gguf.quants.dequantize(t.data, t.tensor_type)
+    assert np.isfinite(values).all() and abs(values.max() - 1e6) < 1e6 / 127
+    weights[name][3, 5] = 1e7
+    save_file(weights, src / "model.safetensors", metadata={"format": "pt"})
+    err = str(fails(src, tmp_path / "o.gguf", "blk.1.ffn_down.weight holds values beyond what q8_0 can store",
+                    outtype="q8_0"))
+    assert "up to 1e+07" in err and "--outtype bf16" in err
