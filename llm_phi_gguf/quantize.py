@@ -20,7 +20,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -199,15 +198,16 @@ def _failure(rc: int, reader: LogReader, src: Path, qname: str) -> QuantizationE
 
 
 @contextlib.contextmanager
-def _weights_file(im) -> Iterator[str | None]:
-    """The imatrix as final per-column weights in a temporary legacy file the child can read."""
+def _weights_file(im, out: Path) -> Iterator[str | None]:
+    """The imatrix as final per-column weights in a legacy file the child can read: a scratch
+    file beside `out`, deleted in every case, and by the next run if a kill -9 left it."""
     if im is None:
         yield None
         return
+    from .files import atomic_output
     from .imatrix_dat import write_dat
 
-    with tempfile.TemporaryDirectory(prefix="llm-phi-imatrix-") as tmp:
-        path = Path(tmp) / "weights.dat"
+    with atomic_output(out.with_name(out.name + ".imatrix-weights"), keep=False) as path:
         write_dat(path, [(n, 1, w) for n, w in im.weights().items()], im.chunk_count, "weights")
         yield str(path)
 
@@ -266,7 +266,7 @@ def quantize_file(
     reader = LogReader(on_progress)
     start = time.perf_counter()
     try:
-        with _weights_file(im) as weights, atomic_output(out, force=force) as tmp:
+        with atomic_output(out, force=force) as tmp, _weights_file(im, out) as weights:
             job = dict(src=str(src), dst=str(tmp), ftype=qt.ftype, nthread=threads or all_cores(),
                        allow_requantize=allow_requantize, pure=pure, imatrix=weights)
             rc = run_child(job, reader)

@@ -4,6 +4,7 @@ llama.cpp's GGUF and legacy formats, and used by the quantizer."""
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -107,6 +108,26 @@ def test_imatrix_changes_q4_k_m_and_iq4_xs_and_formats_agree(computed, f16, tmp_
         assert a.read_bytes() != plain.read_bytes()
         assert a.read_bytes() == b.read_bytes()  # the same weights reach llama.cpp from either format
         assert weight_types(a) == weight_types(plain)  # same types, different rounding
+
+
+def test_imatrix_weights_scratch_lives_beside_the_output_and_goes(computed, f16, tmp_path, monkeypatch):
+    """The per-column weights the child reads are a scratch file in the output's folder (not
+    the system temp dir, where a kill -9 would strand it), gone after the run."""
+    im = imatrix.save_imatrix(computed, tmp_path / "im.dat")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    seen = []
+    real = quantize.run_child
+
+    def spy(job, reader):
+        weights = Path(job["imatrix"])
+        seen.append((weights.parent, weights.is_file() and weights.stat().st_size > 0))
+        return real(job, reader)
+
+    monkeypatch.setattr(quantize, "run_child", spy)
+    quantize.quantize_file(f16, out_dir / "m.gguf", "Q4_K_M", imatrix=im, progress=False)
+    assert seen == [(out_dir, True)]
+    assert sorted(p.name for p in out_dir.iterdir()) == ["m.gguf"]
 
 
 def test_cli_imatrix_then_quantize_iq2_xxs(f16, tmp_path):
