@@ -138,12 +138,18 @@ def _llama_init(extra_bufts: bool, flash_attn_auto: bool):
     - flash_attn_auto: the context with flash_attn_type AUTO, llama.cpp's CLI default (on where
       the backend runs it: ~7% faster decoding on this CPU), where Llama() offers only on or off.
       We wrap the LlamaContext constructor it calls.
-    Both only for the duration of the call, under a lock.
+    - always: no chat handlers compiled from the GGUF's templates. Llama() compiles each one
+      with jinja2 for create_chat_completion, which we never call (templates.py renders, within
+      its limits), so a GGUF whose own template does not compile would fail to load even with
+      a working --template registered.
+    All only for the duration of the call, under a lock.
     """
     import llama_cpp._internals as internals
+    import llama_cpp.llama_chat_format as chat_format
     import llama_cpp.llama_cpp as lib
 
     original_params, original_context = lib.llama_model_default_params, internals.LlamaContext
+    original_formatter = chat_format.Jinja2ChatFormatter
 
     def params():
         p = original_params()
@@ -159,10 +165,24 @@ def _llama_init(extra_bufts: bool, flash_attn_auto: bool):
             lib.llama_model_default_params = params
         if flash_attn_auto:
             internals.LlamaContext = context
+        chat_format.Jinja2ChatFormatter = _NoChatHandler
         try:
             yield
         finally:
             lib.llama_model_default_params, internals.LlamaContext = original_params, original_context
+            chat_format.Jinja2ChatFormatter = original_formatter
+
+
+class _NoChatHandler:
+    """Stands in for llama-cpp-python's Jinja2ChatFormatter while Llama() loads: compiles nothing."""
+
+    def __init__(self, **kwargs):
+        pass
+
+    def to_chat_handler(self):
+        def refuse(*args, **kwargs):
+            raise RuntimeError("llm-phi-gguf renders prompts itself; Llama.create_chat_completion is not used")
+        return refuse
 
 
 # KV cache element types llama.cpp accepts for both K and V (ggml_type ids). Quantized V needs

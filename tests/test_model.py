@@ -185,6 +185,24 @@ def test_template_error_at_render_is_one_line(registered, llm_cli, tmp_path):
     assert "System role not supported" in r.output and r.output.count("\n") == 1
 
 
+def test_gguf_whose_own_template_does_not_compile_runs_with_a_registered_one(llm_cli, tmp_path):
+    """llama-cpp-python compiles every template a GGUF carries when it loads a model; we never
+    use those (ours render, within limits), so a broken one must not stop a model whose
+    registration gives a working template."""
+    import llama_cpp.llama_chat_format
+
+    from fixtures.gguf_builders import write_phi3
+
+    formatter = llama_cpp.llama_chat_format.Jinja2ChatFormatter
+    path = write_phi3(tmp_path / "broken.gguf", **{"tokenizer.chat_template": "{% for m in messages %}{{ m.content }"})
+    good = tmp_path / "good.jinja"
+    good.write_text("{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}<|end|>\n{% endfor %}<|assistant|>\n")
+    store.register_file(path, alias="own-template-broken", family="phi-3", template=str(good))
+    r = llm_cli("-m", "own-template-broken", "hi", "-o", "max_tokens", "3", "-o", "temperature", "0")
+    assert r.exit_code == 0, r.output  # before: "Error: unexpected '}'" from Llama() itself
+    assert llama_cpp.llama_chat_format.Jinja2ChatFormatter is formatter  # restored after loading
+
+
 def test_doctor_reports_build_probe_and_files(registered, llm_cli, tmp_path):
     alias = registered("phi-4")
     r = llm_cli("phi", "doctor")
