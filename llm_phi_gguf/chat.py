@@ -7,12 +7,15 @@ GGUF's own `tokenizer.chat_template`, the family's canonical Hugging Face templa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from . import families, templates, tools
 from .errors import TemplateError
+
+TOKENS = "tokenizer.ggml.tokens"
 
 # llama.cpp's defaults when a GGUF has no tokenizer.ggml.add_bos_token key (src/llama-vocab.cpp).
 _DEFAULT_ADD_BOS = {"llama": True, "gpt2": False}
@@ -51,8 +54,8 @@ def phi3_tokenizer_overrides(metadata: dict, family: families.Family) -> tuple[t
     name = str(metadata.get("general.name") or "")
     if family.tokenizer != "spm" or families.named_like_phi3(name):
         return ()
-    tokens = metadata.get("tokenizer.ggml.tokens")
-    if not isinstance(tokens, list) or not set(families.PHI3_RULE_TOKENS) <= set(tokens):
+    tokens = metadata.get(TOKENS)
+    if not _is_token_list(tokens) or not all(t in tokens for t in families.PHI3_RULE_TOKENS):
         return ()
     return (("general.name", f"phi-3 {name}"[:120]),)
 
@@ -66,10 +69,15 @@ def read_template_file(path: str | Path) -> str:
     return source
 
 
+def _is_token_list(tokens) -> bool:
+    """A decoded list, or gguf_reader's lazily read StringArray."""
+    return isinstance(tokens, Sequence) and not isinstance(tokens, (str, bytes))
+
+
 def _token_text(metadata: dict, key: str) -> str:
     token_id = metadata.get(key)
-    tokens = metadata.get("tokenizer.ggml.tokens")
-    if isinstance(token_id, int) and isinstance(tokens, list) and 0 <= token_id < len(tokens):
+    tokens = metadata.get(TOKENS)
+    if isinstance(token_id, int) and _is_token_list(tokens) and 0 <= token_id < len(tokens):
         return tokens[token_id]
     return ""
 
@@ -98,11 +106,16 @@ def chat_format(metadata: dict, family: families.Family, template_file: str | No
 def _metadata(path: str, mtime_ns: int) -> dict:
     from .gguf_reader import read_gguf
 
-    return read_gguf(path, read_arrays={"tokenizer.ggml.tokens"}).metadata
+    info = read_gguf(path, index_arrays={TOKENS})
+    metadata = dict(info.metadata)
+    if TOKENS in info.string_offsets:  # read a token when asked: the chat format needs two
+        metadata[TOKENS] = info.strings(TOKENS)
+    return metadata
+
 
 
 def gguf_metadata(path: str | Path) -> dict:
-    """GGUF metadata with the token list, cached per file version."""
+    """GGUF metadata with the token list (a lazily read sequence), cached per file version."""
     p = Path(path)
     return _metadata(str(p), p.stat().st_mtime_ns)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import struct
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -128,6 +129,15 @@ class GGUFInfo:
     value_types: dict[str, int] = field(default_factory=dict)
     # Element type of every array key (decoded arrays are plain lists).
     array_types: dict[str, int] = field(default_factory=dict)
+    # File offset of every element of the string arrays named in read_gguf's `index_arrays`.
+    string_offsets: dict[str, list[int]] = field(default_factory=dict)
+
+    def strings(self, key: str) -> "StringArray":
+        """An indexed string array, its elements decoded one at a time when asked for."""
+        value = self.metadata.get(key)
+        if key not in self.string_offsets or not isinstance(value, GGUFArray):
+            raise GGUFError(f"{self.path}: key {key!r} was not read as an indexed string array")
+        return StringArray(self.path, key, self.string_offsets[key], value.offset + value.nbytes)
 
     def get(self, key: str, default: object = None) -> object:
         return self.metadata.get(key, default)
@@ -191,6 +201,47 @@ class GGUFInfo:
         return _decode_array(data, value.type, value.count, self.path, key)
 
 
+class StringArray(Sequence):
+    """A validated string array of a GGUF file, read one element at a time from the offsets
+    the walk noted: the chat format needs two tokens of a 200k vocabulary, and decoding all
+    of them cost ~90 ms a command. Integer indexes only; the file is reopened per element."""
+
+    def __init__(self, path: str, key: str, offsets: list[int], end: int):
+        self.path, self.key, self.offsets, self.end = path, key, offsets, end
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __getitem__(self, i):
+        if not isinstance(i, int):
+            raise TypeError("StringArray takes integer indexes")
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        return _text(self._raw([i % len(self)])[0])
+
+    def __contains__(self, text) -> bool:
+        """Whether `text` is an element: only elements of its byte length are read."""
+        if not isinstance(text, str):
+            return False
+        raw = text.encode("utf-8", "surrogateescape")
+        nexts = self.offsets[1:] + [self.end]
+        same = [i for i, (a, b) in enumerate(zip(self.offsets, nexts)) if b - a - 8 == len(raw)]
+        return raw in self._raw(same)
+
+    def _raw(self, indexes: list[int]) -> list[bytes]:
+        out = []
+        with _open(self.path) as f:
+            for i in indexes:
+                f.seek(self.offsets[i])
+                head = f.read(8)
+                n = _U64.unpack(head)[0] if len(head) == 8 else -1
+                data = f.read(n) if 0 <= n <= MAX_STRING_LENGTH else b""
+                if len(data) != n:
+                    raise GGUFError(f"{self.path}: file changed while reading {self.key!r}")
+                out.append(data)
+        return out
+
+
 def rounded_count(n: int) -> str:
     """3_821_079_552 -> "3.8B", 60_300_000 -> "60M" (two significant digits, like gguf-py)."""
     for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M")):
@@ -241,6 +292,9 @@ class _Reader:
         self.buf = b""
         self.buf_start = 0
         self.last_array_type = -1
+        self.indexed: frozenset = frozenset()  # string arrays whose element offsets to keep
+        self.offsets: dict[str, list[int]] = {}
+        self.index_into: list | None = None  # where the array being read notes its offsets
 
     def remaining(self) -> int:
         return self.size - self.pos
@@ -298,17 +352,20 @@ def _pad(n: int, alignment: int) -> int:
     return (n + alignment - 1) // alignment * alignment
 
 
-def read_gguf(path: str | os.PathLike, *, read_arrays: bool | Iterable[str] = False) -> GGUFInfo:
+def read_gguf(path: str | os.PathLike, *, read_arrays: bool | Iterable[str] = False,
+              index_arrays: Iterable[str] = ()) -> GGUFInfo:
     """Validate a GGUF file's header, metadata and tensor infos; never reads tensor data.
 
     Scalars are always decoded. Arrays are validated and decoded only for keys in
-    `read_arrays` (True = all); others become `GGUFArray` placeholders."""
+    `read_arrays` (True = all); others become `GGUFArray` placeholders. For the string arrays
+    in `index_arrays` the walk also notes where each element starts (`GGUFInfo.strings`)."""
     path = os.fspath(path)
     wanted = read_arrays if isinstance(read_arrays, bool) else frozenset(read_arrays)
     with _open(path) as f:
         try:
             size = os.fstat(f.fileno()).st_size
             r = _Reader(f, path, size)
+            r.indexed = frozenset(index_arrays)
             version, n_tensors, n_kv = _read_header(r)
             metadata, value_types, array_types = _read_kvs(r, n_kv, wanted)
             alignment = _alignment(r, metadata, value_types)
@@ -323,7 +380,7 @@ def read_gguf(path: str | os.PathLike, *, read_arrays: bool | Iterable[str] = Fa
                      f"but the file has {size} bytes")
     _check_tensor_offsets(r, tensors, alignment, data_offset)
     return GGUFInfo(path, version, alignment, metadata, tensors, data_offset, size, value_types,
-                    array_types)
+                    array_types, r.offsets)
 
 
 def _read_header(r: _Reader) -> tuple[int, int, int]:
@@ -367,7 +424,11 @@ def _read_kvs(r: _Reader, n_kv: int, wanted) -> tuple[dict, dict, dict]:
         what = f"the value of {show(key)}"
         (vtype,) = r.unpack(_I32, what)
         decode = wanted is True or (wanted is not False and key in wanted)
+        r.index_into = r.offsets.setdefault(key, []) if key in r.indexed and vtype == T_ARRAY else None
         value = metadata[key] = _read_value(r, vtype, what, decode)
+        if r.index_into is not None and r.last_array_type != T_STRING:
+            del r.offsets[key]  # an array, but not of strings
+        r.index_into = None
         value_types[key] = vtype
         if vtype == T_ARRAY:
             array_types[key] = value.type if isinstance(value, GGUFArray) else r.last_array_type
@@ -400,7 +461,7 @@ def _read_array(r: _Reader, what: str, decode: bool) -> object:
         raise r.truncated(count * elem_size, what)
     start = r.pos
     if etype == T_STRING:
-        _walk_strings(r, count, what)
+        _walk_strings(r, count, what, r.index_into)
     else:
         r.skip(count * elem_size, what)
     placeholder = GGUFArray(etype, count, start, r.pos - start)
@@ -411,15 +472,19 @@ def _read_array(r: _Reader, what: str, decode: bool) -> object:
     return _decode_array(r.f.read(placeholder.nbytes), etype, count, r.path, what)
 
 
-def _walk_strings(r: _Reader, count: int, what: str) -> None:
+def _walk_strings(r: _Reader, count: int, what: str, offsets: list | None = None) -> None:
     """Skip `count` length-prefixed strings: the hot loop for 200k-token vocabularies.
 
     Each `take` checks a string against the file and refills the read-ahead window; the
     strings that lie wholly inside the window are stepped over with local arithmetic instead
-    (200k tokens and 100k merges: 260 ms -> ~50 ms, paid by every `llm -m` of Phi-4-mini)."""
+    (200k tokens and 100k merges: 260 ms -> ~130 ms, paid by every `llm -m` of Phi-4-mini).
+    `offsets`, when given, gets each string's file offset."""
     take, unpack_from, limit = r.take, _U64.unpack_from, MAX_STRING_LENGTH
+    note = offsets.append if offsets is not None else None
     done = 0
     while done < count:
+        if note:
+            note(r.pos)
         start = take(8, what)  # may refill r.buf
         (n,) = unpack_from(r.buf, start)
         if n > limit:
@@ -434,6 +499,8 @@ def _walk_strings(r: _Reader, count: int, what: str) -> None:
                 raise r.fail(f"{what} holds a string of {n} bytes, over the 1 GiB limit")
             if pos + 8 + n > end:  # runs past the window: take() reads on
                 break
+            if note:
+                note(base + pos)
             pos += 8 + n
             done += 1
         r.pos = base + pos

@@ -78,3 +78,39 @@ def test_a_bad_length_inside_the_window_fails_as_before(vocab_gguf, window, whic
     path.write_bytes(bytes(data))
     with pytest.raises(GGUFError, match=message):
         gguf_reader.read_gguf(path)
+
+
+@pytest.mark.parametrize("window", [8, 64, 1 << 20])
+def test_indexed_strings_read_one_at_a_time_equal_the_decoded_list(vocab_gguf, window, monkeypatch):
+    monkeypatch.setattr(gguf_reader, "_CHUNK", window)
+    info = gguf_reader.read_gguf(vocab_gguf, index_arrays={"tokenizer.ggml.tokens", "tokenizer.ggml.bos_token_id"})
+    assert set(info.string_offsets) == {"tokenizer.ggml.tokens"}  # a scalar key asks for nothing
+    lazy = info.strings("tokenizer.ggml.tokens")
+    assert len(lazy) == len(TOKENS) and list(lazy) == TOKENS and lazy[-1] == TOKENS[-1]
+    assert all(t in lazy for t in ("", "x" * 300, "\u00e9\u4e2d", "t2999" + "ab" * (2999 % 13)))
+    assert "t3000" not in lazy and "x" * 299 not in lazy and 7 not in lazy
+    with pytest.raises(IndexError):
+        lazy[len(TOKENS)]
+    with pytest.raises(GGUFError, match="was not read as an indexed string array"):
+        info.strings("tokenizer.ggml.merges")
+
+
+def test_a_file_that_changes_under_the_lazy_list_fails_in_one_line(vocab_gguf, tmp_path):
+    path = tmp_path / "changing.gguf"
+    data = vocab_gguf.read_bytes()
+    path.write_bytes(data)
+    lazy = gguf_reader.read_gguf(path, index_arrays={"tokenizer.ggml.tokens"}).strings("tokenizer.ggml.tokens")
+    path.write_bytes(data[: _tokens_span(data)[0] + 100])
+    with pytest.raises(GGUFError, match=r"changing\.gguf: file changed while reading 'tokenizer\.ggml\.tokens'"):
+        lazy[2000]
+
+
+def test_chat_format_reads_the_same_tokens_lazily(vocab_gguf):
+    from llm_phi_gguf import chat, families
+
+    lazy = chat.gguf_metadata(vocab_gguf)
+    full = gguf_reader.read_gguf(vocab_gguf, read_arrays=True).metadata
+    assert isinstance(lazy["tokenizer.ggml.tokens"], gguf_reader.StringArray)
+    family = families.get_family("phi-3")
+    assert chat.chat_format(lazy, family).bos_token == chat.chat_format(full, family).bos_token == TOKENS[1]
+    assert chat.phi3_tokenizer_overrides(lazy, family) == chat.phi3_tokenizer_overrides(full, family)
