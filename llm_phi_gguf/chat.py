@@ -113,7 +113,6 @@ def _metadata(path: str, mtime_ns: int) -> dict:
     return metadata
 
 
-
 def gguf_metadata(path: str | Path) -> dict:
     """GGUF metadata with the token list (a lazily read sequence), cached per file version."""
     p = Path(path)

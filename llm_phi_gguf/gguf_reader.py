@@ -202,12 +202,15 @@ class GGUFInfo:
 
 
 class StringArray(Sequence):
-    """A validated string array of a GGUF file, read one element at a time from the offsets
-    the walk noted: the chat format needs two tokens of a 200k vocabulary, and decoding all
-    of them cost ~90 ms a command. Integer indexes only; the file is reopened per element."""
+    """A validated string array of a GGUF file, each element decoded when asked for, from the
+    offsets the walk noted: the chat format needs two tokens of a 200k vocabulary, and
+    decoding all of them cost ~90 ms a command. The array's bytes are read once, at first
+    use. Integer indexes only."""
 
     def __init__(self, path: str, key: str, offsets: list[int], end: int):
         self.path, self.key, self.offsets, self.end = path, key, offsets, end
+        self._bytes: bytes | None = None
+        self._starts: set[int] | None = None  # element offsets, for __contains__
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -217,29 +220,37 @@ class StringArray(Sequence):
             raise TypeError("StringArray takes integer indexes")
         if not -len(self) <= i < len(self):
             raise IndexError(i)
-        return _text(self._raw([i % len(self)])[0])
+        data, at = self._data(), self.offsets[i] - self.offsets[0]
+        (n,) = _U64.unpack_from(data, at)
+        return _text(data[at + 8 : at + 8 + n])
 
     def __contains__(self, text) -> bool:
-        """Whether `text` is an element: only elements of its byte length are read."""
-        if not isinstance(text, str):
+        """Whether `text` is an element: a search of the array's bytes for it behind its length,
+        at the start of an element (C-speed, where comparing every element would not be)."""
+        if not isinstance(text, str) or not self.offsets:
             return False
         raw = text.encode("utf-8", "surrogateescape")
-        nexts = self.offsets[1:] + [self.end]
-        same = [i for i, (a, b) in enumerate(zip(self.offsets, nexts)) if b - a - 8 == len(raw)]
-        return raw in self._raw(same)
+        data, needle, base = self._data(), _U64.pack(len(raw)) + raw, self.offsets[0]
+        if self._starts is None:
+            self._starts = set(self.offsets)
+        starts = self._starts
+        i = data.find(needle)
+        while i >= 0 and i + base not in starts:
+            i = data.find(needle, i + 1)
+        return i >= 0
 
-    def _raw(self, indexes: list[int]) -> list[bytes]:
-        out = []
-        with _open(self.path) as f:
-            for i in indexes:
-                f.seek(self.offsets[i])
-                head = f.read(8)
-                n = _U64.unpack(head)[0] if len(head) == 8 else -1
-                data = f.read(n) if 0 <= n <= MAX_STRING_LENGTH else b""
-                if len(data) != n:
-                    raise GGUFError(f"{self.path}: file changed while reading {self.key!r}")
-                out.append(data)
-        return out
+    def _data(self) -> bytes:
+        if self._bytes is None:
+            start = self.offsets[0]
+            with _open(self.path) as f:
+                f.seek(start)
+                data = f.read(self.end - start)
+            # the walk checked these bytes; a file rewritten since then no longer holds them
+            last = self.offsets[-1] - start
+            if len(data) != self.end - start or len(data) < last + 8 or last + 8 + _U64.unpack_from(data, last)[0] != len(data):
+                raise GGUFError(f"{self.path}: file changed while reading {self.key!r}")
+            self._bytes = data
+        return self._bytes
 
 
 def rounded_count(n: int) -> str:
@@ -424,10 +435,10 @@ def _read_kvs(r: _Reader, n_kv: int, wanted) -> tuple[dict, dict, dict]:
         what = f"the value of {show(key)}"
         (vtype,) = r.unpack(_I32, what)
         decode = wanted is True or (wanted is not False and key in wanted)
-        r.index_into = r.offsets.setdefault(key, []) if key in r.indexed and vtype == T_ARRAY else None
+        r.index_into = [] if key in r.indexed else None
         value = metadata[key] = _read_value(r, vtype, what, decode)
-        if r.index_into is not None and r.last_array_type != T_STRING:
-            del r.offsets[key]  # an array, but not of strings
+        if r.index_into is not None and vtype == T_ARRAY and r.last_array_type == T_STRING:
+            r.offsets[key] = r.index_into
         r.index_into = None
         value_types[key] = vtype
         if vtype == T_ARRAY:
