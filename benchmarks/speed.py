@@ -43,9 +43,8 @@ HISTORY = " ".join(f"Fact {i}: the number {i} is {'even' if i % 2 == 0 else 'odd
 def model_file(work: Path, width: int, layers: int) -> Path:
     from gpu_offload import quantize
 
-    from llm_phi_gguf.probe import write_random_phi3
-
     from llm_phi_gguf.files import atomic_output
+    from llm_phi_gguf.probe import write_random_phi3
 
     q4 = work / f"synthetic-{width}w-{layers}l-q4_k_m.gguf"
     if not q4.exists():  # made under a temporary name: a killed run leaves no half file to reuse

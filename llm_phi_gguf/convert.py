@@ -407,8 +407,7 @@ def _convert(block, src_dtype: str, qtype: int, name: str = "?"):
     import gguf
     import numpy as np
 
-    same = {("F32", F32), ("F16", F16), ("BF16", BF16)}
-    if (src_dtype, qtype) in same:
+    if (src_dtype, qtype) in _SAME_BITS:
         return block  # bit copy; bf16 -> bf16 rounds to itself
     if qtype == F16:
         fast = to_f16(block, src_dtype)  # ggml's SIMD cast, same bits as numpy's; None: use numpy

@@ -14,7 +14,7 @@ from pydantic import Field, field_validator
 
 from . import chat, families, output, reasoning, store
 from .errors import PhiError
-from .tagstream import partial_tag_length
+from .tagstream import TagSplitter
 
 
 class PhiOptions(llm.Options):
@@ -95,27 +95,24 @@ class Generation:
 
 
 class StopScanner:
-    """Streams text while holding back anything that could be the start of a stop string."""
+    """Streams text while holding back anything that could be the start of a stop string: the
+    tag splitter the output filters use, cut at the first stop string it finds."""
 
     def __init__(self, stops: tuple[str, ...]):
-        self.stops = tuple(s for s in stops if s)
-        self.pending = ""
+        self.splitter = TagSplitter(stops)
         self.stopped = False
 
     def feed(self, text: str) -> str:
-        self.pending += text
-        cut = min((i for i in (self.pending.find(s) for s in self.stops) if i >= 0), default=-1)
-        if cut >= 0:
-            out, self.pending, self.stopped = self.pending[:cut], "", True
-            return out
-        hold = partial_tag_length(self.pending, self.stops)
-        out = self.pending[: len(self.pending) - hold]
-        self.pending = self.pending[len(out):]
-        return out
+        out = []
+        for stop, piece in self.splitter.feed(text):
+            if stop:
+                self.stopped = True
+                break
+            out.append(piece)
+        return "".join(out)
 
     def flush(self) -> str:
-        out, self.pending = self.pending, ""
-        return out
+        return "".join(piece for _, piece in self.splitter.flush())
 
 
 def stop_token_ids(llama, stops: tuple[str, ...]) -> set[int]:

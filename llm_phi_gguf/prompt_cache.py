@@ -273,7 +273,8 @@ def save(llama, slot: Slot | None) -> Path | None:
     n = llama_cpp.llama_state_seq_get_data(ctx, buf, size, 0)
     if n <= 0:
         return None
-    tokens = struct.pack(f"<{llama.n_tokens}i", *llama.input_ids[: llama.n_tokens].tolist())
+    ids = llama.input_ids[: llama.n_tokens].tolist()
+    tokens = struct.pack(f"<{len(ids)}i", *ids)
     data = memoryview(buf)[:n]
     header = json.dumps({"format": FORMAT, "runtime": runtime_version(), "key": slot.key, "n_tokens": llama.n_tokens, "tokens_crc": zlib.crc32(tokens),
                          "data_len": n, "data_crc": zlib.crc32(data), "saved": time.time()}).encode()
@@ -283,7 +284,7 @@ def save(llama, slot: Slot | None) -> Path | None:
     with atomic_output(slot.path, force=True) as tmp, open(tmp, "wb") as f:
         f.write(_HEAD.pack(MAGIC, len(header)) + header + tokens)
         f.write(data)
-    _drop_superseded(slot, llama.input_ids[: llama.n_tokens].tolist())
+    _drop_superseded(slot, ids)
     evict(limit)
     return slot.path
 

@@ -1,4 +1,4 @@
-"""A small, validating safetensors reader: header checks in pure Python, data through numpy memmap.
+"""A small, validating safetensors reader: header checks in pure Python, data as row blocks of a memory map.
 
 Format: 8-byte little-endian header length N, N bytes of JSON
 `{name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {...}}`, then the data
@@ -34,18 +34,11 @@ class TensorEntry:
     offset: int  # absolute byte offset in the file
     nbytes: int
 
-    def iter_rows(self, step: int):
-        """The tensor as (rows, last dim) blocks of at most `step` rows, straight from a map of
-        the file. Pages of a block are dropped from this process once the caller has moved on,
-        so resident memory stays at about one block, not the whole tensor (the kernel keeps them
-        in its page cache)."""
-        for block, release in self.row_blocks(step):
-            yield block
-            release()
-
     def row_blocks(self, step: int):
-        """(block, release) pairs: iter_rows for callers that finish with a block later (in
-        another thread); release() drops the block's pages from this process."""
+        """The tensor as (rows, last dim) blocks of at most `step` rows, straight from a map of
+        the file, each with release(), which drops the block's pages from this process once
+        the caller (a worker thread) is done with it: resident memory stays at the blocks in
+        flight, not the whole tensor (the kernel keeps them in its page cache)."""
         import functools
         import mmap
 
@@ -65,14 +58,6 @@ class TensorEntry:
             page = start - start % mmap.PAGESIZE
             release = functools.partial(mm.madvise, mmap.MADV_DONTNEED, page, start + n * row_bytes - page)
             yield np.frombuffer(mm, dtype=dtype, count=n * cols, offset=start).reshape(n, cols), release
-
-    def array(self):
-        """The tensor as a read-only numpy memmap of its raw bits (uint16 for BF16)."""
-        import numpy as np
-
-        if self.nbytes == 0:
-            return np.zeros(self.shape, dtype=DTYPES[self.dtype][0])
-        return np.memmap(self.path, dtype=DTYPES[self.dtype][0], mode="r", offset=self.offset, shape=self.shape)
 
 
 def read_header(path: Path) -> dict[str, TensorEntry]:

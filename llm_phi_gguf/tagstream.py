@@ -11,8 +11,8 @@ def partial_tag_length(text: str, tags: tuple[str, ...]) -> int:
     character occurs in the last len(tag) - 1 characters (str.find, in C): about 1 us for
     text without one, where trying every prefix with endswith took 25 us a token."""
     n, best = len(text), 0
-    for tag in tags:
-        i = text.find(tag[:1], max(n - len(tag) + 1, 0)) if tag else -1
+    for tag in filter(None, tags):
+        i = text.find(tag[0], max(n - len(tag) + 1, 0))
         while i >= 0:  # the first match that starts a prefix of tag is the longest for it
             if tag.startswith(text[i:]):
                 best = max(best, n - i)
