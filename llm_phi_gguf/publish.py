@@ -10,6 +10,7 @@ Its errors become one HubError line (hub.hub_errors with our own table).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -277,12 +278,26 @@ def publish(models: list[str], repo: str, *, private: bool = False, revision: st
             return result
         if not state.exists:  # exist_ok still: someone may create it meanwhile
             api.create_repo(repo_id, private=private, exist_ok=True)
+    with created_empty(repo_id, hub.endpoint, not state.exists), hub_errors(hub, repo_id, revision, table=ERRORS):
         if revision != "main":
             api.create_branch(repo_id, branch=revision, exist_ok=True)
         echo(f"Uploading {len(result.changed)} file(s), {sum(u.size for u in result.changed) / 1e6:.1f} MB, "
              f"to {repo_id}@{revision}")
         result.commit_url = commit(api, repo_id, revision, result.changed, message, local).commit_url
     return result
+
+
+@contextlib.contextmanager
+def created_empty(repo_id: str, endpoint: str, created: bool):
+    """A failure after this command created the repo says so: the repo stays (deleting it would
+    throw away the blobs already uploaded, which the next run does not send again), empty."""
+    try:
+        yield
+    except PhiError as e:
+        if not created:
+            raise
+        raise HubError(f"{e}; {repo_id} was created by this command and stays empty until a publish "
+                       f"succeeds (delete it at {endpoint}/{repo_id}/settings if you give up)") from None
 
 
 def plan(hub, token, repo_id: str, revision: str, state: RepoState, local: list[LocalModel],

@@ -101,9 +101,35 @@ def test_network_down_mid_upload(writer, quants, llm_cli, monkeypatch):
     data = q4.path.read_bytes()
     monkeypatch.setattr(writer, "upload_drops", DropAlways({__import__("hashlib").sha256(data).hexdigest()}))
     monkeypatch.setattr(time, "sleep", lambda s: None)  # huggingface_hub's back-off between its retries
-    error = one_line(llm_cli("phi", "publish", q4.path, "--repo", REPO))
+    error = error_after_retries(llm_cli("phi", "publish", q4.path, "--repo", REPO))
     assert "connection to the hub" in error and "nothing was published" in error and "run the command again" in error
-    assert writer.commits == []
+    # the repo this command created is left (a rerun does not send the uploaded blobs again), and the line says so
+    assert f"{REPO} was created by this command and stays empty" in error and f"/{REPO}/settings" in error
+    assert writer.commits == [] and REPO in writer.repos
+
+
+def test_network_down_mid_upload_to_an_existing_repo(writer, quants, llm_cli, monkeypatch):
+    """A repo that was there before is not called new or empty."""
+    from fakes.hub_server import FakeRepo
+
+    q4 = quants["Q4_K_M"]
+    writer.add(FakeRepo(REPO, {"README.md": b"# alice's\n"}))
+    monkeypatch.setattr(writer, "upload_drops", DropAlways({__import__("hashlib").sha256(q4.path.read_bytes()).hexdigest()}))
+    monkeypatch.setattr(time, "sleep", lambda s: None)
+    error = error_after_retries(llm_cli("phi", "publish", q4.path, "--repo", REPO))
+    assert "connection to the hub" in error and "run the command again" in error
+    assert "was created by this command" not in error
+    assert writer.commits == [] and writer.repos[REPO].files == {"README.md": b"# alice's\n"}
+
+
+def error_after_retries(result) -> str:
+    """one_line's check, less huggingface_hub's own retry warnings: two lines a retry, which reach
+    this run's stderr only when its logger's handler was made during this run (once a process)."""
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.stderr.strip().splitlines()
+             if " thrown while requesting " not in line and not line.startswith("Retrying in ")]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    return lines[0]
 
 
 class DropAlways(set):
